@@ -1,0 +1,108 @@
+"""PAS-Net: appearance and pose ConvNets, fused per frame, then a 3D ConvNet.
+
+PASNet(V) = N_st(N_fuse(N_rgb(T_i), N_pose(T_i)) for the K frames T_i).
+The 2D parts run on the B * K frames of a batch as one batch; the frames of
+a clip stay consecutive, as in ECO-pytorch, when regrouped for the 3D part.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pasnet_jax.models import fusion as fusion_lib
+from pasnet_jax.models.appearance import Appearance
+from pasnet_jax.models.fusion import Fusion, Lambdas
+from pasnet_jax.models.pose import OpenPose
+from pasnet_jax.models.spatiotemporal import Spatiotemporal
+
+STRIDE = 32
+
+
+def check_video_shape(shape: tuple[int, ...]) -> None:
+  """Raises ValueError unless `shape` is (B, K, H, W, 3) with H, W % 32 == 0."""
+  if len(shape) != 5 or shape[-1] != 3:
+    raise ValueError(f'video must have shape (B, K, H, W, 3); got {shape}')
+  if shape[1] < 1:
+    raise ValueError(f'video needs at least one frame (K >= 1); got {shape}')
+  if shape[2] % STRIDE or shape[3] % STRIDE:
+    raise ValueError(f'frame height and width must be multiples of {STRIDE}; '
+                     f'got {shape[2]} x {shape[3]}')
+
+
+class PASNet(nn.Module):
+  """The pose- and appearance-based spatiotemporal network.
+
+  Attributes:
+    num_classes: size of the classifier.
+    fusion: one of fusion.STYLES; "A" is ECO, without the pose branch.
+    dropout: dropout rate before the classifier.
+    dtype: compute dtype (e.g. jnp.bfloat16); parameters, BatchNorm
+      statistics and the logits stay float32.
+    bn_policy: BatchNorm policy of the appearance part, see Appearance.
+    freeze_pose: no gradient flows into the pose branch, so none of its
+      backward pass is computed.
+    remat: recompute blocks in the backward pass to save memory.
+    lambdas: weights of the additive fusion styles.
+    fusion_conv_init: "identity" or "random" for the conv(...) styles.
+    train_spatiotemporal_bn_affine: train the 3D BatchNorm scale/offset.
+  """
+  num_classes: int
+  fusion: str = 'A+pool(I)+pool(F)'
+  dropout: float = 0.3
+  dtype: Any = jnp.float32
+  bn_policy: str = 'partial'
+  freeze_pose: bool = True
+  remat: bool = False
+  lambdas: Lambdas = Lambdas()
+  fusion_conv_init: str = 'identity'
+  train_spatiotemporal_bn_affine: bool = False
+
+  @nn.compact
+  def __call__(self, video: jax.Array, train: bool = False,
+               return_features: bool = False):
+    """video: (B, K, H, W, 3) RGB 0..255, any real dtype.
+
+    Returns logits (B, num_classes) float32, or with `return_features` a
+    dict of them and every intermediate map (per frame, (B*K, h, w, C)).
+    Dropout needs the 'dropout' RNG when `train` is True.
+    """
+    style = fusion_lib.check_style(self.fusion)
+    check_video_shape(video.shape)
+    batch, frames_per_clip, height, width, _ = video.shape
+    frames = video.reshape(batch * frames_per_clip, height, width, 3)
+    features = {}
+
+    appearance = None
+    if fusion_lib.uses_appearance(style):
+      appearance = Appearance(bn_policy=self.bn_policy, dtype=self.dtype,
+                              remat=self.remat, name='appearance')(frames, train)
+      features['appearance'] = appearance
+    pose = None
+    if fusion_lib.uses_pose(style):
+      pose = OpenPose(dtype=self.dtype, remat=self.remat, name='pose')(frames)
+      if self.freeze_pose:
+        pose = jax.lax.stop_gradient(pose)
+      features.update(pose)
+
+    fused = Fusion(style=style, lambdas=self.lambdas,
+                   conv_init=self.fusion_conv_init, dtype=self.dtype,
+                   name='fusion')(appearance, pose)
+    features['fused'] = fused
+    clips = fused.reshape(batch, frames_per_clip, *fused.shape[1:])
+    pooled = Spatiotemporal(train_bn_affine=self.train_spatiotemporal_bn_affine,
+                            dtype=self.dtype, remat=self.remat,
+                            name='spatiotemporal')(clips, train)
+    features['pooled'] = pooled
+    x = nn.Dropout(self.dropout, deterministic=not train)(pooled)
+    logits = nn.Dense(self.num_classes, dtype=jnp.float32,
+                      param_dtype=jnp.float32, name='classifier')(x)
+    if return_features:
+      features['logits'] = logits
+      return {k: v.astype(jnp.float32) for k, v in features.items()}
+    return logits
+
+  def features(self, video: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """Every intermediate map; see __call__."""
+    return self(video, train=train, return_features=True)
