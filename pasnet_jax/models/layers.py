@@ -37,9 +37,7 @@ def _window_padding(x: jax.Array, kernel: int, stride: int, pad: int):
 def max_pool_ceil(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.Array:
   """Max pooling over H and W of NHWC `x` with ceil-mode output size."""
   padding = _window_padding(x, kernel, stride, pad)
-  return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max,
-                               (1, kernel, kernel, 1), (1, stride, stride, 1),
-                               padding)
+  return nn.max_pool(x, (kernel, kernel), (stride, stride), padding[1:3])
 
 
 def avg_pool_ceil(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.Array:
@@ -50,13 +48,14 @@ def avg_pool_ceil(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.A
   """
   padding = _window_padding(x, kernel, stride, pad)
   window, strides = (1, kernel, kernel, 1), (1, stride, stride, 1)
-  total = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, window,
-                                strides, padding)
+  # A Python scalar as initial value lets JAX recognise the sum and
+  # differentiate it.
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)
   (_, h, w, _) = x.shape
   ones = jnp.ones((1, h + 2 * pad, w + 2 * pad, 1), x.dtype)
   ceil_extra = [(0, 0)] + [(0, high - pad) for (_, high) in padding[1:3]] + [(0, 0)]
-  count = jax.lax.reduce_window(ones, jnp.array(0, x.dtype), jax.lax.add, window,
-                                strides, ceil_extra)
+  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides,
+                                ceil_extra)
   return total / count
 
 

@@ -1,0 +1,47 @@
+"""Helpers shared by the test modules."""
+
+import os
+
+# Tests that need several devices start their own processes with
+# --xla_force_host_platform_device_count; the in-process suite keeps the
+# default single CPU device so compiled functions stay comparable.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax
+import numpy as np
+
+from pasnet_jax.models import fusion as fusion_lib
+
+
+def random_variables(model, video_shape, seed=0):
+  """Variables for `model` drawn with numpy, without compiling `model.init`.
+
+  Kernels are He-scaled normals so signals neither explode nor vanish
+  through the deep pose branch; BatchNorm statistics are random but
+  plausible; a fusion conv gets the model's own pass-through initialisation.
+  """
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          np.zeros(video_shape, np.float32))
+
+  def draw(path, leaf):
+    names = [getattr(p, 'key', str(p)) for p in path]
+    shape = leaf.shape
+    if names[0] == 'params' and names[1] == 'fusion':
+      if names[-1] == 'kernel':
+        return np.asarray(fusion_lib.pass_through_init(None, shape))
+      return np.zeros(shape, np.float32)
+    if names[-1] == 'kernel':
+      fan_in = int(np.prod(shape[:-1]))
+      return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype(np.float32)
+    if names[-1] == 'scale':
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if names[-1] == 'bias':
+      return rng.normal(0.0, 0.05, shape).astype(np.float32)
+    if names[-1] == 'mean':
+      return rng.normal(0.0, 0.1, shape).astype(np.float32)
+    if names[-1] == 'var':
+      return rng.uniform(0.5, 2.0, shape).astype(np.float32)
+    raise ValueError(f'No rule for variable {"/".join(names)}')
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)

@@ -1,0 +1,286 @@
+"""Shapes, parameter counts, fusion styles, gradients and options of the models."""
+
+import functools
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from pasnet_jax.models import fusion as fusion_lib
+from pasnet_jax.models import layers
+from pasnet_jax.models.appearance import Appearance
+from pasnet_jax.models.pasnet import PASNet
+from pasnet_jax.models.pose import OpenPose
+from pasnet_jax.models.spatiotemporal import Spatiotemporal
+from tests.conftest import random_variables
+
+VIDEO_SHAPE = (2, 2, 64, 64, 3)
+NUM_CLASSES = 7
+
+
+def count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.fixture(scope='module')
+def video():
+  return np.random.default_rng(1).uniform(0, 255, VIDEO_SHAPE).astype(np.float32)
+
+
+@functools.cache
+def variables_for(style, seed=0):
+  return random_variables(PASNet(NUM_CLASSES, fusion=style), VIDEO_SHAPE, seed)
+
+
+def test_parameter_counts_and_tap_sizes_at_224():
+  model = PASNet(101, fusion='A+pool(I)+pool(F)')
+  video = jax.ShapeDtypeStruct((1, 4, 224, 224, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), video)
+  params = variables['params']
+  assert count(params['appearance']) == 681_568
+  assert count(params['pose']) == 52_311_446
+  assert count(params['spatiotemporal']) == 32_631_808
+  assert count(params['classifier']) == 512 * 101 + 101
+  assert 'fusion' not in params
+  features = jax.eval_shape(
+      functools.partial(model.apply, method=PASNet.features), variables, video)
+  for name in ('appearance', 'implicit', 'paf_features', 'explicit', 'heatmap',
+               'paf', 'fused'):
+    assert features[name].shape[1:3] == (28, 28), name
+  assert features['appearance'].shape[-1] == 96
+  assert features['implicit'].shape[-1] == 128
+  assert features['paf'].shape[-1] == 38
+  assert features['heatmap'].shape[-1] == 19
+  assert features['explicit'].shape[-1] == 1
+  assert features['logits'].shape == (1, 101)
+
+
+@pytest.mark.parametrize('style', fusion_lib.STYLES)
+def test_variable_subtrees_per_style(style):
+  params = jax.eval_shape(PASNet(5, fusion=style).init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct(VIDEO_SHAPE, jnp.float32))['params']
+  expected = {'spatiotemporal', 'classifier'}
+  if style != 'I':
+    expected.add('appearance')
+  if style != 'A':
+    expected.add('pose')
+  if style.startswith('conv('):
+    expected.add('fusion')
+  assert set(params) == expected
+  in_channels = params['spatiotemporal']['res3a_1']['kernel'].shape[3]
+  assert in_channels == (128 if style == 'I' else 96)
+
+
+def test_unknown_fusion_lists_valid_styles(video):
+  with pytest.raises(ValueError, match=r"Unknown fusion style 'A\+B'.*'conv\(A,I,F\)'"):
+    PASNet(5, fusion='A+B').init(jax.random.PRNGKey(0), video)
+
+
+@pytest.mark.parametrize('shape, message', [
+    ((1, 2, 60, 64, 3), 'multiples of 32'),
+    ((1, 0, 64, 64, 3), 'K >= 1'),
+    ((2, 64, 64, 3), r'\(B, K, H, W, 3\)'),
+])
+def test_bad_video_shapes_are_refused(shape, message):
+  with pytest.raises(ValueError, match=message):
+    jax.eval_shape(PASNet(5, fusion='A').init, jax.random.PRNGKey(0),
+                   jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+@pytest.mark.parametrize('size', [7, 8, 13, 28, 56, 112])
+def test_caffe_pooling_matches_torch_ceil_mode(size):
+  x = np.random.default_rng(size).normal(size=(2, size, size + 1, 3)).astype(np.float32)
+  x_torch = torch.from_numpy(x).permute(0, 3, 1, 2)
+  cases = [
+      (layers.max_pool_ceil(x, 3, 2), torch.nn.functional.max_pool2d(
+          x_torch, 3, 2, 0, ceil_mode=True)),
+      (layers.max_pool_ceil(x, 2, 2), torch.nn.functional.max_pool2d(
+          x_torch, 2, 2, 0, ceil_mode=True)),
+      (layers.avg_pool_ceil(x, 3, 1, 1), torch.nn.functional.avg_pool2d(
+          x_torch, 3, 1, 1, ceil_mode=True, count_include_pad=True)),
+      (layers.avg_pool_ceil(x, 3, 2, 1), torch.nn.functional.avg_pool2d(
+          x_torch, 3, 2, 1, ceil_mode=True, count_include_pad=True)),
+  ]
+  for ours, reference in cases:
+    np.testing.assert_allclose(np.asarray(ours),
+                               reference.permute(0, 2, 3, 1).numpy(), rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_pooling_rounds_up_where_floor_would_lose_a_row():
+  assert layers.max_pool_ceil(np.zeros((1, 112, 112, 1)), 3, 2).shape[1] == 56
+  assert layers.max_pool_ceil(np.zeros((1, 56, 56, 1)), 3, 2).shape[1] == 28
+
+
+def test_channel_pool_matches_torch_adaptive_average():
+  x = np.random.default_rng(0).normal(size=(3, 5, 128)).astype(np.float32)
+  expected = torch.nn.functional.adaptive_avg_pool1d(torch.from_numpy(x), 96)
+  np.testing.assert_allclose(np.asarray(fusion_lib.channel_pool(x)),
+                             expected.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_batch_norm_updates_running_statistics_like_torch():
+  x = np.random.default_rng(0).normal(2.0, 3.0, size=(4, 5, 5, 6)).astype(np.float32)
+  bn = layers.BatchNorm()
+  variables = bn.init(jax.random.PRNGKey(0), x, train=False)
+  y, updates = bn.apply(variables, x, train=True, mutable=['batch_stats'])
+  reference = torch.nn.BatchNorm2d(6, eps=1e-5, momentum=0.1)
+  expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2))
+  np.testing.assert_allclose(np.asarray(y), expected.permute(0, 2, 3, 1).detach(),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(updates['batch_stats']['mean'],
+                             reference.running_mean.numpy(), rtol=1e-5)
+  np.testing.assert_allclose(updates['batch_stats']['var'],
+                             reference.running_var.numpy(), rtol=1e-5)
+
+
+def _loss_and_grads(model, variables, video):
+  def loss(params):
+    logits, _ = model.apply({'params': params,
+                             'batch_stats': variables['batch_stats']}, video,
+                            train=True, rngs={'dropout': jax.random.PRNGKey(0)},
+                            mutable=['batch_stats'])
+    return jnp.sum(logits * jnp.arange(NUM_CLASSES))
+  return jax.jit(jax.value_and_grad(loss))(variables['params'])
+
+
+def _abs_sum(tree):
+  return float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+@pytest.mark.parametrize('style', fusion_lib.STYLES)
+def test_every_style_trains_the_right_parts(style, video):
+  model = PASNet(NUM_CLASSES, fusion=style, freeze_pose=True)
+  variables = variables_for(style)
+  loss, grads = _loss_and_grads(model, variables, video)
+  assert np.isfinite(float(loss))
+  assert _abs_sum(grads['spatiotemporal']) > 0
+  assert _abs_sum(grads['classifier']) > 0
+  if 'appearance' in grads:
+    # Partial BN: only the first BatchNorm trains, but every conv does.
+    assert _abs_sum(grads['appearance']['conv1_7x7_s2']) > 0
+    assert _abs_sum(grads['appearance']['inception_3c_double_3x3_1']) > 0
+    assert _abs_sum(grads['appearance']['inception_3a_1x1_bn']) == 0
+  if 'fusion' in grads:
+    assert _abs_sum(grads['fusion']) > 0
+  if 'pose' in grads:
+    assert _abs_sum(grads['pose']) == 0
+
+
+def test_unfrozen_pose_gets_gradients_and_frozen_skips_its_backward(video):
+  style = 'A+pool(I)+pool(F)'
+  variables = variables_for(style)
+  _, grads = _loss_and_grads(PASNet(NUM_CLASSES, fusion=style, freeze_pose=False),
+                             variables, video)
+  assert _abs_sum(grads['pose']['conv1_1']) > 0
+
+  def training_flops(freeze_pose):
+    model = PASNet(NUM_CLASSES, fusion=style, freeze_pose=freeze_pose)
+
+    def loss(params):
+      logits, _ = model.apply({'params': params,
+                               'batch_stats': variables['batch_stats']}, video,
+                              train=True, rngs={'dropout': jax.random.PRNGKey(0)},
+                              mutable=['batch_stats'])
+      return jnp.sum(logits)
+    return jax.jit(jax.grad(loss)).lower(variables['params']).cost_analysis()['flops']
+
+  # The pose backward pass is about twice its forward pass; freezing must
+  # remove it, not just zero its result.
+  assert training_flops(True) < 0.5 * training_flops(False)
+
+
+@pytest.mark.parametrize('style', ['conv(A,E*A)', 'conv(A,I)', 'conv(A,I,F)'])
+def test_conv_styles_start_as_style_a(style, video):
+  variables = variables_for(style)
+  baseline = {key: {k: v for k, v in tree.items() if k not in ('pose', 'fusion')}
+              for key, tree in variables.items()}
+  ours = PASNet(NUM_CLASSES, fusion=style).apply(variables, video)
+  style_a = PASNet(NUM_CLASSES, fusion='A').apply(baseline, video)
+  np.testing.assert_allclose(ours, style_a, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_compute_stays_close_to_float32(video):
+  style = 'A+pool(I)+pool(F)'
+  variables = variables_for(style)
+  full = PASNet(NUM_CLASSES, fusion=style).apply(variables, video,
+                                                method=PASNet.features)
+  half = PASNet(NUM_CLASSES, fusion=style, dtype=jnp.bfloat16).apply(
+      variables, video, method=PASNet.features)
+  for name in ('appearance', 'implicit', 'fused', 'logits'):
+    assert half[name].dtype == jnp.float32
+    scale = float(jnp.max(jnp.abs(full[name])))
+    error = float(jnp.max(jnp.abs(half[name] - full[name])))
+    assert error < 0.05 * scale, (name, error, scale)
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda x: x.dtype == jnp.float32, variables))
+
+
+@pytest.mark.parametrize('policy, changed', [
+    ('frozen', set()),
+    ('partial', {'conv1_7x7_s2_bn'}),
+    ('trainable', 'all'),
+])
+def test_bn_policy_decides_which_statistics_move(policy, changed, video):
+  frames = video.reshape(-1, 64, 64, 3)
+  model = Appearance(bn_policy=policy)
+  variables = random_variables(model, frames.shape)
+  _, updates = model.apply(variables, frames, train=True, mutable=['batch_stats'])
+  moved = {name for name, stats in updates['batch_stats'].items()
+           if not np.allclose(stats['mean'], variables['batch_stats'][name]['mean'])}
+  expected = set(variables['batch_stats']) if changed == 'all' else changed
+  assert moved == expected
+
+
+def test_spatiotemporal_statistics_train_but_affine_does_not():
+  clips = np.random.default_rng(0).normal(size=(2, 4, 8, 8, 96)).astype(np.float32)
+  model = Spatiotemporal()
+  variables = random_variables(model, clips.shape)
+
+  def loss(params):
+    pooled, updates = model.apply({'params': params,
+                                   'batch_stats': variables['batch_stats']},
+                                  clips, train=True, mutable=['batch_stats'])
+    return jnp.sum(pooled ** 2), updates
+  grads, updates = jax.grad(loss, has_aux=True)(variables['params'])
+  assert _abs_sum(grads['res3a_1']) > 0
+  assert _abs_sum(grads['res3a_bn']) == 0
+  assert not np.allclose(updates['batch_stats']['res5b_bn']['var'],
+                         variables['batch_stats']['res5b_bn']['var'])
+
+
+def test_spatiotemporal_downsamples_time_and_space():
+  clips = jax.ShapeDtypeStruct((1, 5, 8, 8, 96), jnp.float32)
+  variables = jax.eval_shape(Spatiotemporal().init, jax.random.PRNGKey(0), clips)
+  assert variables['params']['res4a_1']['kernel'].shape == (3, 3, 3, 128, 256)
+  assert 'bias' not in variables['params']['res4a_1']
+  out = jax.eval_shape(Spatiotemporal().apply, variables, clips)
+  assert out.shape == (1, 512)
+
+
+def test_remat_changes_memory_not_results(video):
+  frames = video.reshape(-1, 64, 64, 3)
+  variables = random_variables(Appearance(), frames.shape)
+
+  def grads(remat):
+    model = Appearance(remat=remat)
+
+    def loss(params):
+      out, _ = model.apply({'params': params,
+                            'batch_stats': variables['batch_stats']}, frames,
+                           train=True, mutable=['batch_stats'])
+      return jnp.sum(out ** 2)
+    return jax.jit(jax.grad(loss))(variables['params'])
+
+  # Recomputation reorders float sums: compare against the gradients' scale.
+  rematerialised, stored = (jax.flatten_util.ravel_pytree(grads(remat))[0]
+                            for remat in (True, False))
+  assert float(jnp.max(jnp.abs(rematerialised - stored))) <= (
+      1e-5 * float(jnp.max(jnp.abs(stored))))
+  pose_variables = random_variables(OpenPose(), frames.shape)
+  np.testing.assert_allclose(
+      OpenPose(remat=True).apply(pose_variables, frames)['implicit'],
+      OpenPose().apply(pose_variables, frames)['implicit'], rtol=1e-5, atol=1e-5)
