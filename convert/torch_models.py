@@ -291,6 +291,31 @@ def fusion_input_channels(style):
             'conv(A,I,F)': APPEARANCE_CHANNELS + 2 * POSE_TAP_CHANNELS}[style]
 
 
+def fuse(style, a, pose, lambdas=LAMBDAS, conv=None):
+    """Table II: the fused per-frame map from x_A and the pose taps.
+
+    a: x_A (N, 96, h, w) or None for style I; pose: OpenPose's dict or None
+    for style A; conv: the 1 x 1 convolution of the conv(...) styles.
+    """
+    lambda1, lambda2, lambda3, lambda4 = lambdas
+    if style == 'A':
+        return a
+    i, f, e = pose['implicit'], pose['paf_features'], pose['explicit']
+    if style == 'I':
+        return i
+    if style == 'E*A':
+        return e * a
+    if style == 'A+E*A':
+        return a + lambda1 * e * a
+    if style == 'A+pool(I)':
+        return a + lambda2 * channel_pool(i)
+    if style == 'A+pool(I)+pool(F)':
+        return a + lambda3 * channel_pool(i) + lambda4 * channel_pool(f)
+    inputs = {'conv(A,E*A)': (a, e * a), 'conv(A,I)': (a, i),
+              'conv(A,I,F)': (a, i, f)}[style]
+    return conv(torch.cat(inputs, 1))
+
+
 class PASNet(nn.Module):
     """PAS-Net with ECO (`eco`), OpenPose (`openpose`) and, for the conv(...)
     styles, a 1 x 1 fusion conv (`fusion_conv`) that starts as the identity
@@ -316,27 +341,6 @@ class PASNet(nn.Module):
                     APPEARANCE_CHANNELS)
                 self.fusion_conv.bias.zero_()
 
-    def fuse(self, a, pose):
-        """Table II: the fused per-frame map from x_A and the pose taps."""
-        lambda1, lambda2, lambda3, lambda4 = self.lambdas
-        style = self.style
-        if style == 'A':
-            return a
-        i, f, e = pose['implicit'], pose['paf_features'], pose['explicit']
-        if style == 'I':
-            return i
-        if style == 'E*A':
-            return e * a
-        if style == 'A+E*A':
-            return a + lambda1 * e * a
-        if style == 'A+pool(I)':
-            return a + lambda2 * channel_pool(i)
-        if style == 'A+pool(I)+pool(F)':
-            return a + lambda3 * channel_pool(i) + lambda4 * channel_pool(f)
-        inputs = {'conv(A,E*A)': (a, e * a), 'conv(A,I)': (a, i),
-                  'conv(A,I,F)': (a, i, f)}[style]
-        return self.fusion_conv(torch.cat(inputs, 1))
-
     def features(self, video):
         """Video (B, 3, K, H, W) RGB 0..255 -> dict of per-frame maps and logits."""
         frames = frames_of(video)
@@ -348,7 +352,7 @@ class PASNet(nn.Module):
         if self.openpose is not None:
             pose = self.openpose(frames)
             features.update(pose)
-        fused = features['fused'] = self.fuse(a, pose)
+        fused = features['fused'] = fuse(self.style, a, pose, self.lambdas, self.fusion_conv)
         features['pooled'], features['logits'] = self.eco.head(fused, video.shape[0])
         return features
 
