@@ -1,0 +1,131 @@
+"""Defaults shared by every dataset: the paper's and ECO-pytorch's recipe.
+
+Dataset configs start from `get_config()` here and change what differs.
+Every key that training reads is defined here, so that a misspelt override
+(`--config.optimiser.lr`) is an error rather than a silent no-op.
+"""
+
+import ml_collections
+
+
+def parse_options(arg: str, defaults: dict) -> dict:
+  """Parses a config argument 'key=value,key=value' over `defaults`.
+
+  Commas inside parentheses belong to the value, so fusion=conv(A,I,F)
+  works; an unknown key is an error naming the valid ones.
+  """
+  items, depth, current = [], 0, ''
+  for char in arg:
+    depth += {'(': 1, ')': -1}.get(char, 0)
+    if char == ',' and depth == 0:
+      items.append(current)
+      current = ''
+    else:
+      current += char
+  items.append(current)
+  options = dict(defaults)
+  for item in filter(None, items):
+    key, _, value = item.partition('=')
+    if key not in defaults:
+      raise ValueError(f'Unknown config argument {key!r}; valid: '
+                       + ', '.join(sorted(defaults)))
+    options[key] = value
+  return options
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'ucf101_frames'
+  config.dataset.config = 'split1'
+  # Where TFDS keeps built datasets; '' means TFDS's default (~/tensorflow_datasets).
+  config.dataset.data_dir = ''
+  # Where the official archives (or their extracted folders) are placed.
+  config.dataset.manual_dir = ''
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'test'
+  # Build the dataset when it is missing (the archives must be in manual_dir).
+  config.dataset.build = True
+
+  # Segments per video, one frame each (K).
+  config.frames = 16
+  config.image_size = 224
+  # Evaluation resizes the short side to this, then centre-crops image_size.
+  config.eval_short_side = 256
+  # Temporal clips x spatial crops averaged at evaluation (1 = single view).
+  config.eval_clips = 1
+  config.eval_crops = 1
+
+  config.model = ml_collections.ConfigDict()
+  config.model.fusion = 'A+pool(I)+pool(F)'
+  config.model.dropout = 0.3
+  config.model.dtype = 'float32'
+  config.model.bn_policy = 'partial'
+  config.model.freeze_pose = True
+  config.model.remat = False
+  config.model.fusion_conv_init = 'identity'
+  config.model.train_spatiotemporal_bn_affine = False
+  config.model.lambdas = ml_collections.ConfigDict()
+  config.model.lambdas.explicit = 1.5
+  config.model.lambdas.implicit = 1.5
+  config.model.lambdas.implicit_with_paf = 0.5
+  config.model.lambdas.paf = 1.0
+
+  # Initialisation: converted checkpoints (python -m convert.eco / openpose)
+  # or the workdir of an earlier run.
+  config.init = ml_collections.ConfigDict()
+  config.init.eco = ''
+  config.init.openpose = ''
+  config.init.workdir = ''
+
+  # "twice": stage 1 finetunes ECO (fusion A), stage 2 PAS-Net from it.
+  # "conventional": stage 2 alone, from the ECO and OpenPose weights.
+  config.strategy = 'twice'
+  # What stage 1 changes relative to the rest of the config.
+  config.stage1 = ml_collections.ConfigDict()
+  config.stage1.num_train_steps = 2000
+  config.stage1.learning_rate = 0.001
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 0.001
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 5e-4
+  config.optimizer.clip_norm = 50.0
+  # Step decay: the learning rate is multiplied by decay_factor at each
+  # fraction of num_train_steps listed here.
+  config.optimizer.decay_at = (0.5, 0.75)
+  config.optimizer.decay_factor = 0.1
+  config.optimizer.warmup_steps = 0
+
+  # Clips per optimizer step over all devices and hosts.
+  config.batch_size = 64
+  # Split each step into this many sequential microbatches when the devices
+  # cannot hold the whole batch at once.
+  config.accumulation_steps = 4
+  config.eval_batch_size = 16
+
+  config.num_train_steps = 3000
+  config.log_every_steps = 20
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 250
+  config.keep_checkpoints = 3
+
+  config.seed = 0
+  # Steps to trace with the profiler (0 = none); the trace goes to workdir/profile.
+  config.profile_steps = 0
+  config.input_workers = 0  # 0 = tf.data AUTOTUNE
+
+  config.distributed = ml_collections.ConfigDict()
+  # "auto": jax.distributed.initialize() when the environment names a
+  # cluster (Cloud TPU pod, SLURM, or the coordinator settings below);
+  # "always" / "never" force it.
+  config.distributed.initialize = 'auto'
+  config.distributed.coordinator_address = ''
+  config.distributed.num_processes = 0
+  config.distributed.process_id = -1
+  # Seconds a process waits for the others before giving up with an error.
+  config.distributed.timeout_seconds = 300
+
+  return config

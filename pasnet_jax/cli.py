@@ -1,0 +1,39 @@
+"""What the command-line programs share: one clear line per known failure."""
+
+import contextlib
+import sys
+
+from absl import logging
+
+# Exit codes: 2 for bad input (config, data, checkpoint), 3 for a run that
+# stopped on SIGTERM/SIGINT after saving, 4 for a diverged (NaN) run.
+BAD_INPUT, PREEMPTED, DIVERGED = 2, 3, 4
+
+
+@contextlib.contextmanager
+def clean_errors():
+  """Turns the project's known errors into a message and an exit code.
+
+  Anything else is a bug and keeps its traceback.
+  """
+  from pasnet_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from pasnet_jax import train  # pylint: disable=g-import-not-at-top
+  from pasnet_jax.data.errors import DatasetError  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except train.Preempted as stop:
+    logging.warning('%s', stop)
+    sys.exit(PREEMPTED)
+  except train.Diverged as error:
+    _fail(str(error), DIVERGED)
+  except (train.TrainingError, train.ConfigError, DatasetError,
+          checkpoints.CheckpointError) as error:
+    _fail(str(error), BAD_INPUT)
+  except OSError as error:
+    _fail(f'{error.strerror or error}: {error.filename or ""}'.rstrip(': '),
+          BAD_INPUT)
+
+
+def _fail(message: str, code: int):
+  sys.stderr.write(f'error: {message}\n')
+  sys.exit(code)

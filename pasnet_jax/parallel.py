@@ -1,0 +1,109 @@
+"""Data parallelism over every device of every host.
+
+One mesh axis, "data", spans all devices of all processes. Batches are split
+along it; parameters and optimizer state are replicated. `jax.jit` then
+inserts the gradient all-reduce itself, which is what `pmap` with `pmean`
+did by hand. Nothing here depends on the kind of device.
+"""
+
+import os
+from typing import Any
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+DATA_AXIS = 'data'
+
+# Environment variables that mean "this process is one of several".
+_CLUSTER_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'TPU_WORKER_HOSTNAMES',
+                      'MEGASCALE_COORDINATOR_ADDRESS', 'OMPI_COMM_WORLD_SIZE')
+
+
+def _in_cluster() -> bool:
+  if int(os.environ.get('SLURM_NTASKS', '1')) > 1:
+    return True
+  hostnames = os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  if ',' in hostnames:
+    return True
+  return any(os.environ.get(name) for name in _CLUSTER_VARIABLES
+             if name != 'TPU_WORKER_HOSTNAMES')
+
+
+def initialize_distributed(config) -> None:
+  """Starts jax.distributed when `config` (config.distributed) asks for it.
+
+  Must run before anything touches a device.
+  """
+  mode = config.initialize
+  explicit = bool(config.coordinator_address)
+  if mode == 'never' or (mode == 'auto' and not explicit and not _in_cluster()):
+    return
+  kwargs: dict[str, Any] = {}
+  if explicit:
+    kwargs = dict(coordinator_address=config.coordinator_address,
+                  num_processes=config.num_processes,
+                  process_id=config.process_id)
+  kwargs['initialization_timeout'] = int(config.timeout_seconds)
+  jax.distributed.initialize(**kwargs)
+  logging.info('jax.distributed: process %d of %d, %d local of %d devices',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  return jax.sharding.Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  """Leading axis split over all devices."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+
+
+def replicated_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def global_batch(local_batch: dict[str, np.ndarray],
+                 mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """Joins each process's part of a batch into one array over all devices.
+
+  Every process passes the same number of examples; process i's examples
+  become rows [i * n, (i + 1) * n) of the global batch.
+  """
+  sharding = batch_sharding(mesh)
+  return {name: jax.make_array_from_process_local_data(sharding, value)
+          for name, value in local_batch.items()}
+
+
+def replicate(tree, mesh: jax.sharding.Mesh):
+  """Places `tree` (host values, identical on every process) on all devices."""
+  sharding = replicated_sharding(mesh)
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_callback(np.shape(x), sharding,
+                                             lambda index: np.asarray(x)[index]),
+      tree)
+
+
+def to_host(tree) -> Any:
+  """Fetches (possibly sharded, multi-process) arrays as whole numpy arrays."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def local_batch_size(global_size: int, what: str = 'batch_size') -> int:
+  """This process's share of `global_size`, which must split evenly."""
+  devices, processes = jax.device_count(), jax.process_count()
+  if global_size % devices:
+    raise ValueError(
+        f'{what}={global_size} does not divide over {devices} devices; set '
+        f'--config.{what} to a multiple of {devices}')
+  return global_size // processes
+
+
+def sync(name: str) -> None:
+  """Waits until every process reaches this point (no-op with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -1,0 +1,605 @@
+"""Training and evaluation of PAS-Net: `train_and_evaluate(config, workdir)`.
+
+The paper's twice-finetune method (Sec. III-C) runs as two stages, each in
+its own subdirectory with its own checkpoints and results:
+  WORKDIR/stage1  ECO (fusion "A"), from the converted Kinetics ECO weights;
+  WORKDIR/stage2  PAS-Net, from stage 1's best checkpoint and OpenPose.
+The conventional method runs stage 2 alone, in WORKDIR.
+
+One jitted step serves one device or every device of every host: batches
+are split over the mesh axis "data", the state is replicated, and XLA adds
+the gradient all-reduce.
+"""
+
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from pasnet_jax import checkpoints
+from pasnet_jax import metrics as metrics_lib
+from pasnet_jax import parallel
+from pasnet_jax.data import pipeline
+from pasnet_jax.models import fusion as fusion_lib
+from pasnet_jax.models.fusion import Lambdas
+from pasnet_jax.models.pasnet import PASNet, STRIDE
+
+PREEMPTED_EXIT_CODE = 3
+STRATEGIES = ('twice', 'conventional')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# Config keys that decide the shapes of the saved state: a workdir written
+# with other values cannot be resumed.
+STATE_SHAPING_KEYS = ('dataset.name', 'model.fusion', 'strategy',
+                      'model.freeze_pose', 'model.bn_policy',
+                      'model.train_spatiotemporal_bn_affine')
+
+
+class TrainingError(Exception):
+  """Training cannot go on; the message says why and what to do."""
+
+
+class Diverged(TrainingError):
+  """The loss became NaN or infinite."""
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key and a fix."""
+
+
+class Preempted(Exception):
+  """SIGTERM or SIGINT arrived; a checkpoint of the current step was saved."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # Raw uint32 key data, so that it checkpoints as an array.
+
+
+def _lookup(config, dotted: str):
+  for part in dotted.split('.'):
+    config = config[part]
+  return config
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the key and a fix, before any work starts."""
+  problems = []
+  if config.model.fusion not in fusion_lib.STYLES:
+    problems.append(f'model.fusion={config.model.fusion!r} is not a style; '
+                    'valid: ' + ', '.join(fusion_lib.STYLES))
+  if config.image_size <= 0 or config.image_size % STRIDE:
+    problems.append(f'image_size={config.image_size} must be a positive '
+                    f'multiple of {STRIDE} (e.g. 224)')
+  if config.frames < 1:
+    problems.append(f'frames={config.frames}: need at least one frame (K >= 1)')
+  if config.strategy not in STRATEGIES:
+    problems.append(f'strategy={config.strategy!r}; valid: {", ".join(STRATEGIES)}')
+  if config.model.dtype not in DTYPES:
+    problems.append(f'model.dtype={config.model.dtype!r}; valid: '
+                    + ', '.join(DTYPES))
+  if config.accumulation_steps < 1 or config.batch_size % config.accumulation_steps:
+    problems.append(f'batch_size={config.batch_size} must be a multiple of '
+                    f'accumulation_steps={config.accumulation_steps}')
+  for key in ('num_train_steps', 'log_every_steps', 'eval_every_steps',
+              'checkpoint_every_steps', 'keep_checkpoints', 'batch_size',
+              'eval_batch_size'):
+    if _lookup(config, key) < 1:
+      problems.append(f'{key}={_lookup(config, key)} must be at least 1')
+  if problems:
+    raise ConfigError('Invalid config: ' + '; '.join(problems))
+
+
+def validate_devices(config: ml_collections.ConfigDict) -> None:
+  """Batch sizes must split evenly over the devices; says what to set."""
+  devices = jax.device_count()
+  microbatch = config.batch_size // config.accumulation_steps
+  if microbatch % devices:
+    raise ConfigError(
+        f'batch_size / accumulation_steps = {microbatch} clips per microbatch '
+        f'does not divide over {devices} devices; set --config.batch_size to a '
+        f'multiple of {devices * config.accumulation_steps} or change '
+        '--config.accumulation_steps')
+  if config.eval_batch_size % devices:
+    raise ConfigError(f'eval_batch_size={config.eval_batch_size} does not divide '
+                     f'over {devices} devices; set --config.eval_batch_size to '
+                     f'a multiple of {devices}')
+
+
+def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
+                 fusion: str | None = None) -> PASNet:
+  return PASNet(
+      num_classes=num_classes,
+      fusion=fusion or model_config.fusion,
+      dropout=model_config.dropout,
+      dtype=DTYPES[model_config.dtype],
+      bn_policy=model_config.bn_policy,
+      freeze_pose=model_config.freeze_pose,
+      remat=model_config.remat,
+      lambdas=Lambdas(**model_config.lambdas.to_dict()),
+      fusion_conv_init=model_config.fusion_conv_init,
+      train_spatiotemporal_bn_affine=model_config.train_spatiotemporal_bn_affine)
+
+
+def parameter_labels(params: Any, model: PASNet) -> Any:
+  """'trainable' or 'frozen' for every parameter, from the model's policy.
+
+  Frozen parameters get no update at all, weight decay included, and no
+  optimizer state.
+  """
+  def label(path, _):
+    names = [str(getattr(p, 'key', p)) for p in path]
+    part, layer = names[0], names[1] if len(names) > 1 else ''
+    if part == 'pose' and model.freeze_pose:
+      return 'frozen'
+    if part == 'appearance' and layer.endswith('_bn'):
+      frozen = model.bn_policy == 'frozen' or (
+          model.bn_policy == 'partial' and layer != 'conv1_7x7_s2_bn')
+      return 'frozen' if frozen else 'trainable'
+    if (part == 'spatiotemporal' and layer.endswith('_bn') and
+        not model.train_spatiotemporal_bn_affine):
+      return 'frozen'
+    return 'trainable'
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           base: float) -> optax.Schedule:
+  boundaries = {int(fraction * config.num_train_steps): config.optimizer.decay_factor
+                for fraction in config.optimizer.decay_at}
+  schedule = optax.piecewise_constant_schedule(base, boundaries)
+  if config.optimizer.warmup_steps:
+    warmup = optax.linear_schedule(0.0, base, config.optimizer.warmup_steps)
+    schedule = optax.join_schedules([warmup, schedule],
+                                    [config.optimizer.warmup_steps])
+  return schedule
+
+
+def create_optimizer(config: ml_collections.ConfigDict, params: Any,
+                     model: PASNet, schedule: optax.Schedule
+                     ) -> optax.GradientTransformation:
+  """ECO-pytorch's SGD: clip the gradient norm, decay kernels, momentum."""
+  opt = config.optimizer
+  kernels_only = jax.tree_util.tree_map_with_path(
+      lambda path, _: str(getattr(path[-1], 'key', '')) == 'kernel', params)
+  trainable = optax.chain(
+      optax.clip_by_global_norm(opt.clip_norm),
+      optax.add_decayed_weights(opt.weight_decay, mask=kernels_only),
+      optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov))
+  return optax.multi_transform({'trainable': trainable,
+                                'frozen': optax.set_to_zero()},
+                               parameter_labels(params, model))
+
+
+def _cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
+               optimizer: optax.GradientTransformation, accumulation_steps: int,
+               mesh: jax.sharding.Mesh) -> tuple[TrainState, dict]:
+  """One optimizer step over a global batch, in `accumulation_steps` parts.
+
+  BatchNorm statistics advance once per microbatch, as they would if the
+  microbatches were successive steps of the original training code.
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def microbatch_grads(carry, micro):
+    grads_sum, batch_stats, loss_sum, correct_sum, index = carry
+
+    def loss_fn(params):
+      logits, updates = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, micro['video'],
+          train=True, rngs={'dropout': jax.random.fold_in(rng, index)},
+          mutable=['batch_stats'])
+      loss = jnp.mean(_cross_entropy(logits, micro['label']))
+      return loss, (updates['batch_stats'], logits)
+
+    (loss, (batch_stats, logits)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    correct = jnp.sum(jnp.argmax(logits, -1) == micro['label'])
+    grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
+    return (grads_sum, batch_stats, loss_sum + loss, correct_sum + correct,
+            index + 1), None
+
+  def split(x):
+    # Microbatch j takes rows j, j + A, j + 2A, ...: every microbatch then
+    # spans all devices, since rows are split over devices in order.
+    x = x.reshape(x.shape[0] // accumulation_steps, accumulation_steps,
+                  *x.shape[1:])
+    x = jnp.moveaxis(x, 1, 0)
+    spec = jax.sharding.PartitionSpec(None, parallel.DATA_AXIS)
+    return jax.lax.with_sharding_constraint(
+        x, jax.sharding.NamedSharding(mesh, spec))
+
+  micro = {'video': split(batch['video']), 'label': split(batch['label'])}
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+  init = (zeros, state.batch_stats, jnp.zeros(()), jnp.zeros((), jnp.int32),
+          jnp.zeros((), jnp.int32))
+  (grads_sum, batch_stats, loss_sum, correct, _), _ = jax.lax.scan(
+      microbatch_grads, init, micro)
+  grads = jax.tree_util.tree_map(lambda g: g / accumulation_steps, grads_sum)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params,
+                            batch_stats=batch_stats, opt_state=opt_state)
+  step_metrics = {'loss': loss_sum / accumulation_steps,
+                  'accuracy': correct / batch['label'].shape[0],
+                  'grad_norm': optax.global_norm(grads)}
+  return new_state, step_metrics
+
+
+def eval_step(variables: dict, video: jax.Array, *, model: PASNet) -> jax.Array:
+  """Softmax scores (B, C) float32."""
+  return jax.nn.softmax(model.apply(variables, video, train=False), axis=-1)
+
+
+def evaluate(variables: dict, eval_batches, *, model: PASNet,
+             mesh: jax.sharding.Mesh, eval_fn=None) -> tuple[np.ndarray, np.ndarray]:
+  """Scores and labels of every real (unmasked) example, each exactly once.
+
+  Batches may carry several views per video, (B, V, K, H, W, 3): their
+  scores are averaged.
+  """
+  eval_fn = eval_fn or jax.jit(functools.partial(eval_step, model=model))
+  all_scores, all_labels = [], []
+  for local in eval_batches:
+    batch = parallel.global_batch(local, mesh)
+    video = batch['video']
+    if video.ndim == 6:
+      views = video.shape[1]
+      scores = jnp.mean(jnp.stack([eval_fn(variables, video[:, v])
+                                   for v in range(views)]), axis=0)
+    else:
+      scores = eval_fn(variables, video)
+    scores, labels, mask = parallel.to_host((scores, batch['label'],
+                                             batch['mask']))
+    all_scores.append(np.asarray(scores)[np.asarray(mask)])
+    all_labels.append(np.asarray(labels)[np.asarray(mask)])
+  return np.concatenate(all_scores), np.concatenate(all_labels)
+
+
+def _stage_config(config: ml_collections.ConfigDict, stage: int
+                  ) -> ml_collections.ConfigDict:
+  stage_config = ml_collections.ConfigDict(config.to_dict())
+  if stage == 1:
+    stage_config.model.fusion = 'A'
+    stage_config.num_train_steps = config.stage1.num_train_steps
+    stage_config.optimizer.learning_rate = config.stage1.learning_rate
+  return stage_config
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as error:
+    raise TrainingError(f'Cannot write to workdir {workdir}: {error.strerror}. '
+                        'Give a writable --workdir.') from error
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes config.json; refuses a workdir that holds another config's run."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = ml_collections.ConfigDict(json.load(f))
+    for key in STATE_SHAPING_KEYS:
+      try:
+        before = _lookup(previous, key)
+      except (KeyError, AttributeError):
+        continue
+      if before != _lookup(config, key):
+        raise TrainingError(
+            f'Workdir {workdir} holds a run with {key}={before!r}, but this '
+            f'config has {key}={_lookup(config, key)!r}. Use another --workdir '
+            'or the same config to resume.')
+  if jax.process_index() == 0:
+    checkpoints.write_json_atomically(path, config.to_dict())
+
+
+def _initial_sources(config, stage: int, workdir: str) -> list[tuple[str, dict]]:
+  """(description, variables) to initialise from, in increasing priority."""
+  paths = []
+  if stage == 2 and config.strategy == 'twice':
+    if config.init.openpose:
+      paths.append(('OpenPose ' + config.init.openpose, config.init.openpose, 'pose'))
+    paths.append(('stage 1 ' + os.path.join(workdir, 'stage1'),
+                  os.path.join(workdir, 'stage1'), None))
+  else:
+    if config.init.eco:
+      paths.append(('ECO ' + config.init.eco, config.init.eco, None))
+    if config.init.openpose and config.model.fusion != 'A':
+      paths.append(('OpenPose ' + config.init.openpose, config.init.openpose, 'pose'))
+  if config.init.workdir:
+    paths.append(('workdir ' + config.init.workdir, config.init.workdir, None))
+  sources = []
+  for description, path, subtree in paths:
+    variables = checkpoints.load_variables(path)
+    if subtree:
+      # Converted OpenPose weights are OpenPose()'s variables: nest them
+      # where PASNet keeps its pose branch.
+      variables = {kind: {subtree: tree} for kind, tree in variables.items() if tree}
+    sources.append((description, variables))
+  return sources
+
+
+def _drop_mismatched_classifier(sources, num_classes: int):
+  """A classifier of another size is re-initialised, with a message."""
+  kept = []
+  for description, variables in sources:
+    classifier = variables.get('params', {}).get('classifier')
+    if classifier is not None and classifier['bias'].shape[0] != num_classes:
+      logging.warning('Classifier of %s has %d classes, this dataset %d: it is '
+                      're-initialised.', description, classifier['bias'].shape[0],
+                      num_classes)
+      params = {k: v for k, v in variables['params'].items() if k != 'classifier'}
+      variables = dict(variables, params=params)
+    kept.append((description, variables))
+  return kept
+
+
+class _SignalFlag:
+  """Remembers SIGTERM/SIGINT so the loop can checkpoint before exiting."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+class _Progress:
+  """Console and TensorBoard logging from process 0."""
+
+  def __init__(self, workdir: str, total_steps: int, clips_per_step: int,
+               start_step: int):
+    self.total, self.clips = total_steps, clips_per_step
+    self.start_step, self.start_time = start_step, time.time()
+    self.last_step, self.last_time = start_step, self.start_time
+    self.writer = None
+    if jax.process_index() == 0:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      self.writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+  def scalars(self, step: int, values: dict[str, float]) -> None:
+    if self.writer is None:
+      return
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with self.writer.as_default(step=step):
+      for name, value in values.items():
+        tf.summary.scalar(name, value)
+    self.writer.flush()
+
+  def train(self, step: int, values: dict[str, float], lr: float,
+            steps_per_epoch: float) -> None:
+    now = time.time()
+    steps_per_second = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    self.last_step, self.last_time = step, now
+    done = step - self.start_step
+    eta = (self.total - step) * (now - self.start_time) / max(done, 1)
+    logging.info('step %d/%d (epoch %.2f) loss %.4f acc %.3f lr %.2e | '
+                 '%.2f steps/s %.1f clips/s | ETA %s', step, self.total,
+                 step / steps_per_epoch, values['loss'], values['accuracy'], lr,
+                 steps_per_second, steps_per_second * self.clips,
+                 time.strftime('%H:%M:%S', time.gmtime(eta)))
+    self.scalars(step, {f'train/{k}': v for k, v in values.items()} |
+                 {'train/learning_rate': lr, 'train/steps_per_second': steps_per_second,
+                  'train/clips_per_second': steps_per_second * self.clips})
+
+
+def _write_results(workdir: str, summary: dict, class_names, extra: dict) -> dict:
+  results = {k: v for k, v in summary.items() if k != 'confusion_matrix'}
+  results.update(extra)
+  if jax.process_index() == 0:
+    metrics_lib.write_confusion_matrix(
+        summary['confusion_matrix'], class_names, workdir,
+        title=f'{extra.get("fusion", "")} step {extra.get("step", "")}')
+    checkpoints.write_json_atomically(os.path.join(workdir, 'results.json'), results)
+  return results
+
+
+def train_stage(config: ml_collections.ConfigDict, workdir: str,
+                sources: list[tuple[str, dict]], dataset: pipeline.DatasetInfo,
+                mesh: jax.sharding.Mesh) -> dict:
+  """Trains one stage in `workdir`, resuming if it holds checkpoints."""
+  _check_workdir(workdir)
+  _save_config(config, workdir)
+  model = create_model(config.model, dataset.num_classes)
+  frames, size = config.frames, config.image_size
+  local_batch = parallel.local_batch_size(config.batch_size)
+  local_eval_batch = parallel.local_batch_size(config.eval_batch_size,
+                                               'eval_batch_size')
+  schedule = learning_rate_schedule(config, config.optimizer.learning_rate)
+
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, state_rng = jax.random.split(rng)
+  example = jnp.zeros((1, frames, size, size, 3), jnp.float32)
+  fresh = jax.jit(model.init)(init_rng, example)
+  variables, report = checkpoints.merge_initial(
+      fresh, _drop_mismatched_classifier(sources, dataset.num_classes))
+  for line in report:
+    logging.info('init: %s', line)
+  optimizer = create_optimizer(config, variables['params'], model, schedule)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                     batch_stats=variables['batch_stats'],
+                     opt_state=optimizer.init(variables['params']),
+                     rng=state_rng)
+  state = jax.device_put(state, parallel.replicated_sharding(mesh))
+
+  manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
+  data_position = 0
+  latest = manager.latest_step()
+  if latest is not None:
+    state, data_state = checkpoints.restore(manager, latest,
+                                            checkpoints.abstract_like(state))
+    data_position = int(data_state['position'])
+    logging.info('Resuming %s from step %d (checkpoint %s/%d)', workdir, latest,
+                 manager.directory, latest)
+  start_step = int(state.step)
+
+  step_fn = jax.jit(functools.partial(
+      train_step, model=model, optimizer=optimizer,
+      accumulation_steps=config.accumulation_steps, mesh=mesh),
+                    donate_argnums=(0,))
+  eval_fn = jax.jit(functools.partial(eval_step, model=model))
+
+  def run_eval(state) -> dict:
+    eval_batches = pipeline.eval_batches(
+        dataset, split=config.dataset.eval_split, num_frames=frames,
+        image_size=size, short_side=config.eval_short_side,
+        batch_size=local_eval_batch, clips=config.eval_clips,
+        crops=config.eval_crops, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    scores, labels = evaluate({'params': state.params,
+                               'batch_stats': state.batch_stats}, eval_batches,
+                              model=model, mesh=mesh, eval_fn=eval_fn)
+    return metrics_lib.summarize(scores, labels, dataset.class_names)
+
+  train_batches = pipeline.train_batches(
+      dataset, split=config.dataset.train_split, num_frames=frames,
+      image_size=size, batch_size=local_batch, seed=config.seed,
+      start_position=data_position, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  steps_per_epoch = dataset.num_train_examples / config.batch_size
+  progress = _Progress(workdir, config.num_train_steps, config.batch_size,
+                       start_step)
+  logging.info('Training %s (fusion %s) for %d steps (%.1f epochs of %d clips), '
+               'batch %d on %d devices, %d processes', workdir,
+               config.model.fusion, config.num_train_steps,
+               config.num_train_steps / steps_per_epoch,
+               dataset.num_train_examples, config.batch_size, jax.device_count(),
+               jax.process_count())
+
+  summary = None
+  profile_until = start_step + config.profile_steps if config.profile_steps else -1
+  with _SignalFlag() as signals:
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      if step == start_step + 2 and profile_until > 0 and jax.process_index() == 0:
+        jax.profiler.start_trace(os.path.join(workdir, 'profile'))
+      local = next(train_batches)
+      state, step_metrics = step_fn(state, parallel.global_batch(local, mesh))
+      if step == profile_until + 1 and jax.process_index() == 0:
+        jax.profiler.stop_trace()
+        logging.info('Profile written to %s', os.path.join(workdir, 'profile'))
+      loss = float(step_metrics['loss'])
+      if not np.isfinite(loss):
+        manager.wait_until_finished()
+        kept = manager.latest_step()
+        raise Diverged(
+            f'Loss became {loss} at step {step}; stopped. The last good '
+            f'checkpoint is step {kept} in {manager.directory}. Lower '
+            '--config.optimizer.learning_rate or check the input data.')
+      position = data_position + (step - start_step) * local_batch
+      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+        progress.train(step, {k: float(v) for k, v in step_metrics.items()},
+                       float(schedule(step - 1)), steps_per_epoch)
+      evaluated = None
+      if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+        summary = run_eval(state)
+        evaluated = {'top1': summary['top1'], 'top5': summary['top5'],
+                     'mean_class_accuracy': summary['mean_class_accuracy']}
+        logging.info('eval at step %d: top-1 %.4f top-5 %.4f mean class %.4f '
+                     '(%d videos)', step, summary['top1'], summary['top5'],
+                     summary['mean_class_accuracy'], summary['num_videos'])
+        progress.scalars(step, {f'eval/{k}': v for k, v in evaluated.items()})
+      if (evaluated or step % config.checkpoint_every_steps == 0 or
+          signals.received):
+        checkpoints.save(manager, step, state, {'position': position}, evaluated)
+      if signals.received:
+        manager.wait_until_finished()
+        raise Preempted(f'{signals.received} received: saved step {step} in '
+                        f'{manager.directory}; run the same command to resume.')
+  manager.wait_until_finished()
+
+  if summary is None:
+    summary = run_eval(state)
+  best = checkpoints.best_step(manager)
+  if best is not None and best != int(state.step):
+    state, _ = checkpoints.restore(manager, best, checkpoints.abstract_like(state))
+    summary = run_eval(state)
+  manager.close()
+  results = _write_results(workdir, summary, dataset.class_names, {
+      'step': int(state.step), 'fusion': config.model.fusion, 'frames': frames,
+      'image_size': size, 'dataset': config.dataset.name,
+      'dataset_config': config.dataset.config,
+      'split': config.dataset.eval_split})
+  logging.info('%s: top-1 %.4f top-5 %.4f mean class %.4f over %d videos '
+               '(step %d)', workdir, results['top1'], results['top5'],
+               results['mean_class_accuracy'], results['num_videos'],
+               results['step'])
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains and evaluates as `config` says; returns the final results."""
+  validate_config(config)
+  parallel.initialize_distributed(config.distributed)
+  validate_devices(config)
+  workdir = os.path.abspath(workdir)
+  _check_workdir(workdir)
+  mesh = parallel.make_mesh()
+  dataset = pipeline.load_dataset(config.dataset)
+
+  if config.strategy == 'conventional':
+    sources = _initial_sources(config, 2, workdir)
+    return train_stage(config, workdir, sources, dataset, mesh)
+
+  stage1_dir = os.path.join(workdir, 'stage1')
+  stage1_config = _stage_config(config, 1)
+  stage1 = train_stage(stage1_config, stage1_dir,
+                       _initial_sources(stage1_config, 1, workdir), dataset, mesh)
+  parallel.sync('stage1 done')
+  stage2 = train_stage(config, os.path.join(workdir, 'stage2'),
+                       _initial_sources(config, 2, workdir), dataset, mesh)
+  results = dict(stage2, stage1={k: stage1[k] for k in
+                                 ('top1', 'top5', 'mean_class_accuracy', 'step')})
+  if jax.process_index() == 0:
+    checkpoints.write_json_atomically(os.path.join(workdir, 'results.json'), results)
+    _copy_file(os.path.join(workdir, 'stage2', 'confusion_matrix.png'),
+               os.path.join(workdir, 'confusion_matrix.png'))
+    _copy_file(os.path.join(workdir, 'stage2', 'confusion_matrix.csv'),
+               os.path.join(workdir, 'confusion_matrix.csv'))
+  return results
+
+
+def _copy_file(source: str, destination: str) -> None:
+  with open(source, 'rb') as f:
+    payload = f.read()
+  with open(destination + '.tmp', 'wb') as f:
+    f.write(payload)
+  os.replace(destination + '.tmp', destination)
+
+
+def final_stage_dir(workdir: str) -> str:
+  """The directory holding a run's final model: stage2 for twice-finetune."""
+  stage2 = os.path.join(workdir, 'stage2')
+  return stage2 if os.path.isdir(stage2) else workdir
