@@ -10,6 +10,10 @@ from absl import logging
 BAD_INPUT, PREEMPTED, DIVERGED = 2, 3, 4
 
 
+class UsageProblem(Exception):
+  """A request the program cannot serve; the message says why."""
+
+
 @contextlib.contextmanager
 def clean_errors():
   """Turns the project's known errors into a message and an exit code.
@@ -27,7 +31,7 @@ def clean_errors():
   except train.Diverged as error:
     _fail(str(error), DIVERGED)
   except (train.TrainingError, train.ConfigError, DatasetError,
-          checkpoints.CheckpointError) as error:
+          checkpoints.CheckpointError, UsageProblem) as error:
     _fail(str(error), BAD_INPUT)
   except OSError as error:
     _fail(f'{error.strerror or error}: {error.filename or ""}'.rstrip(': '),

@@ -551,7 +551,8 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
       'step': int(state.step), 'fusion': config.model.fusion, 'frames': frames,
       'image_size': size, 'dataset': config.dataset.name,
       'dataset_config': config.dataset.config,
-      'split': config.dataset.eval_split})
+      'split': config.dataset.eval_split,
+      'class_names': list(dataset.class_names)})
   logging.info('%s: top-1 %.4f top-5 %.4f mean class %.4f over %d videos '
                '(step %d)', workdir, results['top1'], results['top5'],
                results['mean_class_accuracy'], results['num_videos'],

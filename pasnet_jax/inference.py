@@ -1,0 +1,49 @@
+"""Loading a trained run for evaluation, prediction and pictures."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from pasnet_jax import checkpoints
+from pasnet_jax import train
+from pasnet_jax.models.pasnet import PASNet
+
+
+@dataclasses.dataclass
+class TrainedModel:
+  model: PASNet
+  variables: dict
+  config: ml_collections.ConfigDict
+  class_names: list[str]
+  workdir: str
+  step: int
+
+
+def load_trained(workdir: str) -> TrainedModel:
+  """The best checkpoint of a run (its final stage for twice-finetune)."""
+  if not os.path.isdir(workdir):
+    raise checkpoints.CheckpointError(
+        f'{workdir} is not a directory; give the --workdir of a training run.')
+  stage_dir = train.final_stage_dir(os.path.abspath(workdir))
+  config_path = os.path.join(stage_dir, 'config.json')
+  results_path = os.path.join(stage_dir, 'results.json')
+  for path in (config_path, results_path):
+    if not os.path.exists(path):
+      raise checkpoints.CheckpointError(
+          f'{path} is missing: {workdir} is not a finished training run '
+          '(train it with python -m pasnet_jax.main first).')
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(results_path) as f:
+    results = json.load(f)
+  class_names = results['class_names']
+  model = train.create_model(config.model, len(class_names))
+  variables = checkpoints.load_variables(stage_dir)
+  variables = jax.tree_util.tree_map(np.asarray, variables)
+  return TrainedModel(model=model, variables=variables, config=config,
+                      class_names=class_names, workdir=stage_dir,
+                      step=int(results['step']))

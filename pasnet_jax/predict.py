@@ -1,0 +1,60 @@
+"""Top-5 classes for video files, from a trained run.
+
+  python -m pasnet_jax.predict --workdir=DIR video.mp4 [more.avi ...]
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from pasnet_jax import cli
+from pasnet_jax import inference
+from pasnet_jax.data import pipeline
+from pasnet_jax.data.errors import DatasetError
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run.', required=True)
+_TOP = flags.DEFINE_integer('top', 5, 'How many classes to print.')
+
+
+def predict_files(trained: inference.TrainedModel, paths, top: int):
+  """Yields (path, [(class name, probability)] or None, error message or None)."""
+  config = trained.config
+  apply = jax.jit(lambda variables, video: jax.nn.softmax(
+      trained.model.apply(variables, video, train=False), axis=-1))
+  for path in paths:
+    try:
+      clip = pipeline.clip_from_file(path, num_frames=config.frames,
+                                     image_size=config.image_size,
+                                     short_side=config.eval_short_side)
+    except DatasetError as error:
+      yield path, None, str(error)
+      continue
+    probabilities = np.asarray(apply(trained.variables, clip[None]))[0]
+    order = np.argsort(-probabilities)[:top]
+    yield path, [(trained.class_names[i], float(probabilities[i]))
+                 for i in order], None
+
+
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise app.UsageError('Give at least one video file.')
+  failures = 0
+  with cli.clean_errors():
+    trained = inference.load_trained(_WORKDIR.value)
+    for path, ranking, error in predict_files(trained, paths, _TOP.value):
+      if error:
+        failures += 1
+        sys.stderr.write(f'error: {error}\n')
+        continue
+      print(path)
+      for rank, (name, probability) in enumerate(ranking, 1):
+        print(f'  {rank}. {name:<30} {probability:.3f}')
+  return cli.BAD_INPUT if failures else 0
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
