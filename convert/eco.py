@@ -80,14 +80,14 @@ def convert_eco(path, num_classes=None, drop_classifier=False):
     tensors = {reference: tensors[original] for reference, original in originals.items()}
     report.layout = f'{container}; keys {prefix}base_model.*, classifier {classifier_layout}'
 
-    with torch.device('meta'):
-        backbone_keys = set(torch_io.reference_tensors(ECO(1).base_model))
-    if not any(key.removeprefix('base_model.') in backbone_keys for key in tensors):
-        raise torch_io.other_network_error(path, list(originals.values()), 'ECO')
-
     classifier_keys = [key for key in tensors if key.startswith(CLASSIFIER + '.')]
     weight = tensors.get(CLASSIFIER + '.weight')
     file_classes = weight.shape[0] if weight is not None and weight.ndim == 2 else None
+    with torch.device('meta'):
+        expected = torch_io.reference_tensors(ECO(file_classes or 1))
+    if not any(key in expected for key in tensors if key not in classifier_keys):
+        raise torch_io.other_network_error(path, list(originals.values()), 'ECO',
+                                          '[module.]base_model.<layer>.*')
     keep_classifier = bool(classifier_keys)
     if classifier_keys and drop_classifier:
         keep_classifier = False
@@ -103,8 +103,6 @@ def convert_eco(path, num_classes=None, drop_classifier=False):
         report.missing.append(('classifier', 'none in the file; convert.pasnet '
                                'initialises a new one'))
 
-    with torch.device('meta'):
-        expected = torch_io.reference_tensors(ECO(file_classes or 1))
     if not keep_classifier:
         expected = {k: v for k, v in expected.items() if not k.startswith(CLASSIFIER + '.')}
     variables = torch_io.map_tensors(

@@ -59,7 +59,8 @@ def convert_openpose(path):
     with torch.device('meta'):
         expected = torch_io.reference_tensors(OpenPose())
     if not any(key in tensors for key in expected):
-        raise torch_io.other_network_error(path, list(originals.values()), 'OpenPose')
+        raise torch_io.other_network_error(path, list(originals.values()), 'OpenPose',
+                                          '<layer>.* or model<n>[_<b>].<layer>.*')
     nested = key_layout.startswith('nested')
     variables = torch_io.map_tensors(
         path, tensors, expected, lambda layer, module: (layer,),

@@ -126,14 +126,6 @@ def assemble(shapes, initial_values, eco, openpose, fusion, directories, report)
     return traverse_util.unflatten_dict(assembled)
 
 
-def read_source(directory, converter):
-    variables, metadata = torch_io.read_converted(directory, converter)
-    if metadata.get('converter') != converter:
-        raise ConversionError(f'{directory}: written by {metadata.get("converter")}, '
-                              f'expected an output of {converter}')
-    return variables, metadata
-
-
 def parse_args(argv):
     from pasnet_jax.models.fusion import STYLES
 
@@ -162,10 +154,10 @@ def main(argv=None):
     if needs_pose and args.openpose is None:
         raise ConversionError(f'fusion {args.fusion} needs the pose branch: pass '
                               '--openpose OPENPOSE_OUT (an output of convert.openpose)')
-    eco, eco_metadata = read_source(args.eco, 'convert.eco')
+    eco, eco_metadata = torch_io.read_converted(args.eco, 'convert.eco')
     openpose, openpose_metadata = None, None
     if args.openpose is not None:
-        openpose, openpose_metadata = read_source(args.openpose, 'convert.openpose')
+        openpose, openpose_metadata = torch_io.read_converted(args.openpose, 'convert.openpose')
 
     report = torch_io.Report(source=f'{args.eco} + {args.openpose}' if args.openpose
                              else str(args.eco))

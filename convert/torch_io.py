@@ -19,7 +19,6 @@ import shutil
 import sys
 import uuid
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +47,25 @@ def list_keys(keys, limit=4):
     return shown + (f' and {len(keys) - limit} more' if len(keys) > limit else '')
 
 
+def first_sentence(error):
+    """An exception's message cut to its first sentence, for one-line errors."""
+    return re.split(r'\. |\n| \[', str(error).strip())[0]
+
+
 # ---------------------------------------------------------------- loading
 
-def _refusal_reason(message):
-    """The line of a weights-only failure that says what was refused."""
+def weights_only_refusal(path, message):
+    """The error for a file torch.load(weights_only=True) would not rebuild."""
     global_name = re.search(r'GLOBAL ([\w.]+)', message)
     if global_name:
-        return f'it needs {global_name.group(1)}'
-    detail = re.search(r'WeightsUnpickler error: ([^\n]*)\n*([^\n]*)', message)
-    if detail:
-        return ' '.join(part for part in detail.groups() if part).strip()
-    return message.splitlines()[0]
+        return ConversionError(
+            f'{path}: refused: loading it would call {global_name.group(1)}, which could '
+            'run code; nothing in it was run')
+    detail = re.search(r'WeightsUnpickler error: *\n*([^\n]+)', message)
+    return ConversionError(
+        f'{path}: refused, not a PyTorch weights file '
+        f'({detail.group(1).strip() if detail else first_sentence(message)}); '
+        'nothing in it was run')
 
 
 def load_checkpoint(path):
@@ -79,20 +86,17 @@ def load_checkpoint(path):
             warnings.simplefilter('ignore')
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        message = str(error)
-        if 'Weights only load failed' in message:
-            raise ConversionError(
-                f'{path}: refused, not a plain weights file ({_refusal_reason(message)}); '
-                'loading it could run code, so nothing in it was run') from None
-        raise ConversionError(f'{path}: not a PyTorch checkpoint ({message})') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        first_line = str(error).splitlines()[0] if str(error) else 'file ends early'
+        if 'Weights only load failed' in str(error):
+            raise weights_only_refusal(path, str(error)) from None
         raise ConversionError(
-            f'{path}: unreadable, truncated or not a PyTorch checkpoint ({first_line})'
-        ) from None
-    except (KeyError, ValueError, UnicodeDecodeError, OverflowError) as error:
-        raise ConversionError(
-            f'{path}: not a PyTorch checkpoint ({type(error).__name__}: {error})') from None
+            f'{path}: not a PyTorch checkpoint ({first_sentence(error)})') from None
+    except Exception as error:
+        # A damaged file fails deep inside torch.load in many ways (the zip
+        # reader's RuntimeError, EOFError, IndexError, KeyError, OSError...);
+        # to the user they all mean the same.
+        detail = first_sentence(error) if str(error) else 'the file ends early'
+        raise ConversionError(f'{path}: unreadable, truncated or not a PyTorch checkpoint '
+                              f'({type(error).__name__}: {detail})') from None
 
 
 def state_dict_of(path, loaded):
@@ -117,7 +121,7 @@ def state_dict_of(path, loaded):
     return tensors, container
 
 
-def other_network_error(path, keys, wanted):
+def other_network_error(path, keys, wanted, known_layouts):
     """The error for a file without `wanted`'s layers, saying what it holds."""
     for network, signature in NETWORK_SIGNATURES.items():
         found = [key for key in keys if signature.search(key)]
@@ -126,7 +130,8 @@ def other_network_error(path, keys, wanted):
                 f'{path}: this is an {network} checkpoint (keys {list_keys(found, 2)}), '
                 f'not {wanted}; convert it with python -m {CONVERTERS[network]}')
     return ConversionError(
-        f'{path}: no {wanted} layers found (keys {list_keys(sorted(keys), 3)})')
+        f'{path}: no {wanted} layers in a known key layout ({known_layouts}); '
+        f'its keys are {list_keys(sorted(keys), 3)}')
 
 
 def sha256_of(path):
@@ -278,21 +283,24 @@ def write_checkpoint(variables, out_dir, metadata, force):
         shutil.rmtree(replaced, ignore_errors=True)
 
 
-def read_converted(directory, what):
-    """(variables, metadata) of a converter's OUT_DIR, for convert.pasnet."""
+def read_converted(directory, converter):
+    """(variables, metadata) of an OUT_DIR that `converter` wrote, for convert.pasnet."""
     import orbax.checkpoint as ocp
 
     directory = Path(directory).absolute()
-    metadata_path = directory / METADATA_FILE
-    if not metadata_path.is_file():
-        raise ConversionError(
-            f'{directory}: not a converted {what} checkpoint (no {METADATA_FILE})')
-    metadata = json.loads(metadata_path.read_text())
+    try:
+        metadata = json.loads((directory / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        raise ConversionError(f'{directory}: not an output of {converter} '
+                              f'(no readable {METADATA_FILE})') from None
+    if metadata.get('converter') != converter:
+        raise ConversionError(f'{directory}: written by {metadata.get("converter")}, '
+                              f'expected an output of {converter}')
     try:
         variables = ocp.StandardCheckpointer().restore(directory)
     except (ValueError, OSError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConversionError(f'{directory}: unreadable Orbax checkpoint ({first_line})') from None
+        raise ConversionError(f'{directory}: unreadable Orbax checkpoint '
+                              f'({first_sentence(error) or type(error).__name__})') from None
     return variables, metadata
 
 

@@ -3,6 +3,7 @@ metadata, the classifier rules, and every kind of bad input (one line naming
 the file and keys, exit status 2, no traceback, no output directory)."""
 
 import hashlib
+import importlib
 import json
 import os
 import pickle
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from convert import torch_models
-from convert.torch_io import METADATA_FILE
+from convert.torch_io import METADATA_FILE, run_cli
 from pasnet_jax.models.pasnet import PASNet
 from pasnet_jax.models.pose import OpenPose
 from tests import torch_helpers as th
@@ -27,9 +28,25 @@ def restore(directory):
 
 
 def convert(*args):
+    """Runs a converter as a user would, in a fresh interpreter; its stdout."""
     result = th.run_converter(*args)
     assert result.returncode == 0, result.stderr
-    return result
+    return result.stdout
+
+
+def run_here(capsys, module, *args):
+    """(exit status, stdout, stderr) of a converter's command line run in this
+    process: the variants of what `convert` runs as a user would, without
+    another interpreter start-up (torch and JAX imports) each."""
+    status = run_cli(importlib.import_module(f'convert.{module}').main, [str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def convert_here(capsys, module, *args):
+    status, stdout, stderr = run_here(capsys, module, *args)
+    assert status == 0, stderr
+    return stdout
 
 
 def tree_shapes(tree):
@@ -60,8 +77,8 @@ def eco_file(eco, workdir):
 def eco_converted(eco_file, workdir):
     """The TSN-wrapper file converted: (stdout, variables, metadata)."""
     out = workdir / 'eco_out'
-    result = convert('eco', eco_file, out)
-    return result.stdout, restore(out), json.loads((out / METADATA_FILE).read_text())
+    stdout = convert('eco', eco_file, out)
+    return stdout, restore(out), json.loads((out / METADATA_FILE).read_text())
 
 
 @pytest.fixture(scope='module')
@@ -122,20 +139,21 @@ def test_eco_report_and_metadata(eco_file, eco_converted):
     ('tsn_without_module', 'keys base_model.*, classifier new_fc.*'),
     ('bare', 'bare state dict; keys module.base_model.*'),
     ('kinetics', 'module.base_model.fc_final.* (Kinetics)'),
+    ('tsn_legacy_file', 'keys module.base_model.*, classifier module.new_fc.*'),
 ])
-def test_every_eco_layout_gives_the_same_variables(eco, eco_converted, workdir, layout,
+def test_every_eco_layout_gives_the_same_variables(capsys, eco, eco_converted, workdir, layout,
                                                    described):
     checkpoint = th.save_eco(eco, workdir / f'eco_{layout}.pth.tar', layout)
-    result = convert('eco', checkpoint, workdir / f'eco_{layout}_out')
-    assert described in result.stdout
+    stdout = convert_here(capsys, 'eco', checkpoint, workdir / f'eco_{layout}_out')
+    assert described in stdout
     assert_same_variables(restore(workdir / f'eco_{layout}_out'), eco_converted[1])
 
 
-def test_classifier_of_another_size_is_dropped(eco_file, eco_converted, workdir):
+def test_classifier_of_another_size_is_dropped(capsys, eco_file, eco_converted, workdir):
     out = workdir / 'eco_7_classes'
-    result = convert('eco', eco_file, out, '--num-classes', 7)
+    stdout = convert_here(capsys, 'eco', eco_file, out, '--num-classes', 7)
     assert ('dropped: module.new_fc.weight, module.new_fc.bias (classifier has 5 classes, '
-            '--num-classes asks for 7') in result.stdout
+            '--num-classes asks for 7') in stdout
     variables = restore(out)
     assert 'classifier' not in variables['params']
     assert_same_variables(variables['params']['appearance'],
@@ -143,10 +161,10 @@ def test_classifier_of_another_size_is_dropped(eco_file, eco_converted, workdir)
     assert json.loads((out / METADATA_FILE).read_text())['num_classes'] is None
 
 
-def test_drop_classifier(eco_file, workdir):
+def test_drop_classifier(capsys, eco_file, workdir):
     out = workdir / 'eco_no_classifier'
-    result = convert('eco', eco_file, out, '--drop-classifier')
-    assert 'as --drop-classifier asks' in result.stdout
+    stdout = convert_here(capsys, 'eco', eco_file, out, '--drop-classifier')
+    assert 'as --drop-classifier asks' in stdout
     assert 'classifier' not in restore(out)['params']
 
 
@@ -162,11 +180,12 @@ def test_openpose_variables_have_the_structure_openpose_takes(openpose, openpose
         openpose.Mconv7_stage6_L2.weight.detach().numpy().transpose(2, 3, 1, 0))
 
 
-def test_nested_openpose_layout_gives_the_same_variables(openpose, openpose_converted, workdir):
+def test_nested_openpose_layout_gives_the_same_variables(capsys, openpose, openpose_converted,
+                                                        workdir):
     checkpoint = th.save_openpose(openpose, workdir / 'nested.pth', 'nested')
-    result = convert('openpose', checkpoint, workdir / 'nested_out')
-    assert 'nested keys model0.*' in result.stdout
-    assert 'mapped: 184 tensors' in result.stdout
+    stdout = convert_here(capsys, 'openpose', checkpoint, workdir / 'nested_out')
+    assert 'nested keys model0.*' in stdout
+    assert 'mapped: 184 tensors' in stdout
     assert_same_variables(restore(workdir / 'nested_out'), openpose_converted[1])
 
 
@@ -175,11 +194,11 @@ def test_nested_openpose_layout_gives_the_same_variables(openpose, openpose_conv
 def test_pasnet_assembly_reports_new_and_dropped_parts(eco_converted, openpose_converted,
                                                        workdir):
     out = workdir / 'pasnet_I'
-    result = convert('pasnet', '--eco', workdir / 'eco_out', '--openpose',
+    stdout = convert('pasnet', '--eco', workdir / 'eco_out', '--openpose',
                      openpose_converted[0], '--fusion', 'I', '--num-classes', 7, out)
-    assert "new: classifier (ECO_OUT's classifier has 5 classes, 7 asked for" in result.stdout
-    assert 'new: spatiotemporal/res3a_1 (fusion I feeds it 128 channels' in result.stdout
-    assert 'dropped: ECO appearance (114 tensors) (fusion I has no use for it)' in result.stdout
+    assert "new: classifier (ECO_OUT's classifier has 5 classes, 7 asked for" in stdout
+    assert 'new: spatiotemporal/res3a_1 (fusion I feeds it 128 channels' in stdout
+    assert 'dropped: ECO appearance (114 tensors) (fusion I has no use for it)' in stdout
     variables = restore(out)
     assert 'appearance' not in variables['params']
     assert variables['params']['spatiotemporal']['res3a_1']['kernel'].shape[-2] == 128
@@ -188,10 +207,10 @@ def test_pasnet_assembly_reports_new_and_dropped_parts(eco_converted, openpose_c
                           eco_converted[1]['params']['spatiotemporal']['res5b_2'])
 
 
-def test_pasnet_conv_style_gets_the_pass_through_init(eco_converted, openpose_converted,
-                                                      workdir):
+def test_pasnet_conv_style_gets_the_pass_through_init(capsys, eco_converted,
+                                                      openpose_converted, workdir):
     out = workdir / 'pasnet_conv'
-    convert('pasnet', '--eco', workdir / 'eco_out', '--openpose', openpose_converted[0],
+    convert_here(capsys, 'pasnet', '--eco', workdir / 'eco_out', '--openpose', openpose_converted[0],
             '--fusion', 'conv(A,I,F)', '--num-classes', NUM_CLASSES, out)
     kernel = restore(out)['params']['fusion']['conv']['kernel']
     assert kernel.shape == (1, 1, 96 + 128 + 128, 96)
@@ -199,11 +218,11 @@ def test_pasnet_conv_style_gets_the_pass_through_init(eco_converted, openpose_co
     np.testing.assert_array_equal(kernel[0, 0, 96:], 0)
 
 
-def test_force_replaces_an_existing_output(eco_file, workdir):
+def test_force_replaces_an_existing_output(capsys, eco_file, workdir):
     out = workdir / 'replaced'
     out.mkdir()
     (out / 'old').write_text('old')
-    convert('eco', eco_file, out, '--force')
+    convert_here(capsys, 'eco', eco_file, out, '--force')
     assert not (out / 'old').exists()
     assert restore(out)['params']['classifier']['bias'].shape == (NUM_CLASSES,)
     assert [p.name for p in workdir.iterdir() if p.name.startswith('.')] == []
@@ -329,27 +348,29 @@ def test_existing_output_is_refused_without_force(eco_file, tmp_path):
     assert (out / 'keep').read_text() == 'mine'
 
 
-def test_pasnet_refuses_inputs_that_are_not_converter_outputs(eco_converted,
+def test_pasnet_refuses_inputs_that_are_not_converter_outputs(capsys, eco_converted,
                                                               openpose_converted, workdir,
                                                               tmp_path):
     out = tmp_path / 'out'
-    swapped = th.run_converter('pasnet', '--eco', openpose_converted[0], '--openpose',
-                               workdir / 'eco_out', '--fusion', 'A+pool(I)',
-                               '--num-classes', 5, out)
-    assert_refused(swapped, out, openpose_converted[0],
-                   ['written by convert.openpose', 'convert.eco'])
-    not_converted = th.run_converter('pasnet', '--eco', tmp_path, '--fusion', 'A',
-                                     '--num-classes', 5, out)
-    assert_refused(not_converted, out, tmp_path, ['not a converted', METADATA_FILE])
-    no_pose = th.run_converter('pasnet', '--eco', workdir / 'eco_out', '--fusion',
-                               'conv(A,I)', '--num-classes', 5, out)
-    assert no_pose.returncode == 2 and '--openpose' in no_pose.stderr
+    swapped = run_here(capsys, 'pasnet', '--eco', openpose_converted[0], '--openpose',
+                       workdir / 'eco_out', '--fusion', 'A+pool(I)', '--num-classes', 5, out)
+    not_converted = run_here(capsys, 'pasnet', '--eco', tmp_path, '--fusion', 'A',
+                             '--num-classes', 5, out)
+    no_pose = run_here(capsys, 'pasnet', '--eco', workdir / 'eco_out', '--fusion',
+                       'conv(A,I)', '--num-classes', 5, out)
+    assert swapped == (2, '', f'error: {openpose_converted[0].absolute()}: written by '
+                              'convert.openpose, expected an output of convert.eco\n')
+    assert not_converted == (2, '', f'error: {tmp_path}: not an output of convert.eco '
+                                    f'(no readable {METADATA_FILE})\n')
+    assert no_pose[0] == 2 and '--openpose OPENPOSE_OUT' in no_pose[2]
     assert not out.exists()
 
 
-def test_unknown_fusion_style_lists_the_valid_ones(workdir, tmp_path):
-    result = th.run_converter('pasnet', '--eco', workdir / 'eco_out', '--fusion', 'A+B',
-                              '--num-classes', 5, tmp_path / 'out')
-    assert result.returncode == 2
-    assert "invalid choice: 'A+B'" in result.stderr and 'conv(A,I,F)' in result.stderr
+def test_unknown_fusion_style_lists_the_valid_ones(capsys, workdir, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        run_here(capsys, 'pasnet', '--eco', workdir / 'eco_out', '--fusion', 'A+B',
+                 '--num-classes', 5, tmp_path / 'out')
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "invalid choice: 'A+B'" in stderr and 'conv(A,I,F)' in stderr
     assert not (tmp_path / 'out').exists()

@@ -72,7 +72,9 @@ def save_eco(eco, path, layout):
     'tsn': ECO-pytorch's training checkpoint, DataParallel keys module.*;
     'tsn_without_module': the same saved from the unwrapped model;
     'bare': the DataParallel state dict alone;
-    'kinetics': the classifier named base_model.fc_final, keys module.*.
+    'kinetics': the classifier named base_model.fc_final, keys module.*;
+    'tsn_legacy_file': 'tsn' in the pre-1.6 (non-zip) file format that
+    checkpoints from ECO-pytorch's time are in.
     """
     state = eco.state_dict()
     if layout == 'kinetics':
@@ -80,10 +82,8 @@ def save_eco(eco, path, layout):
                  for key, value in state.items()}
     if layout != 'tsn_without_module':
         state = {f'module.{key}': value for key, value in state.items()}
-    if layout == 'bare':
-        torch.save(state, path)
-    else:
-        torch.save({**TRAINING_CHECKPOINT, 'state_dict': state}, path)
+    contents = state if layout == 'bare' else {**TRAINING_CHECKPOINT, 'state_dict': state}
+    torch.save(contents, path, _use_new_zipfile_serialization=layout != 'tsn_legacy_file')
     return path
 
 
