@@ -28,133 +28,153 @@ DATA_PARALLEL_PREFIX = 'module.'
 
 
 def reference_keys(path, tensors):
-    """({reference key: key in the file}, `module.` or '', classifier layout).
+  """({reference key: key in the file}, `module.` or '', classifier layout).
 
-    The reference keys are those of convert.torch_models.ECO: without
-    DataParallel's `module.` and with a Kinetics `base_model.fc_final`
-    classifier renamed to `new_fc`.
-    """
-    stripped = {key.removeprefix(DATA_PARALLEL_PREFIX): key for key in tensors}
-    if len(stripped) < len(tensors):
-        doubled = [key for key in tensors if key.startswith(DATA_PARALLEL_PREFIX)
-                   and key.removeprefix(DATA_PARALLEL_PREFIX) in tensors]
-        raise ConversionError(f'{path}: keys with and without module. hold the same '
-                              f'tensors: {torch_io.list_keys(doubled)}')
-    has_new_fc = any(key.startswith(CLASSIFIER + '.') for key in stripped)
-    originals = {}
-    for key, original in stripped.items():
-        if key.startswith(KINETICS_CLASSIFIER + '.') and not has_new_fc:
-            key = CLASSIFIER + key.removeprefix(KINETICS_CLASSIFIER)
-        originals[key] = original
-    prefix = DATA_PARALLEL_PREFIX if any(
-        key.startswith(DATA_PARALLEL_PREFIX) for key in tensors) else ''
-    if has_new_fc:
-        classifier = f'{prefix}{CLASSIFIER}.*'
-    elif any(key.startswith(CLASSIFIER + '.') for key in originals):
-        classifier = f'{prefix}{KINETICS_CLASSIFIER}.* (Kinetics)'
-    else:
-        classifier = 'none'
-    return originals, prefix, classifier
+  The reference keys are those of convert.torch_models.ECO: without
+  DataParallel's `module.` and with a Kinetics `base_model.fc_final`
+  classifier renamed to `new_fc`.
+  """
+  stripped = {key.removeprefix(DATA_PARALLEL_PREFIX): key for key in tensors}
+  if len(stripped) < len(tensors):
+    doubled = [
+        key for key in tensors if key.startswith(DATA_PARALLEL_PREFIX) and
+        key.removeprefix(DATA_PARALLEL_PREFIX) in tensors
+    ]
+    raise ConversionError(
+        f'{path}: keys with and without module. hold the same '
+        f'tensors: {torch_io.list_keys(doubled)}')
+  has_new_fc = any(key.startswith(CLASSIFIER + '.') for key in stripped)
+  originals = {}
+  for key, original in stripped.items():
+    if key.startswith(KINETICS_CLASSIFIER + '.') and not has_new_fc:
+      key = CLASSIFIER + key.removeprefix(KINETICS_CLASSIFIER)
+    originals[key] = original
+  prefix = DATA_PARALLEL_PREFIX if any(
+      key.startswith(DATA_PARALLEL_PREFIX) for key in tensors) else ''
+  if has_new_fc:
+    classifier = f'{prefix}{CLASSIFIER}.*'
+  elif any(key.startswith(CLASSIFIER + '.') for key in originals):
+    classifier = f'{prefix}{KINETICS_CLASSIFIER}.* (Kinetics)'
+  else:
+    classifier = 'none'
+  return originals, prefix, classifier
 
 
 def flax_layer_path(layer, module):
-    """Where an ECO layer lives in PASNet's variables."""
-    if layer == CLASSIFIER:
-        return ('classifier',)
-    name = layer.removeprefix('base_model.')
-    if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
-        return ('appearance', name)
-    return ('spatiotemporal', name)
+  """Where an ECO layer lives in PASNet's variables."""
+  if layer == CLASSIFIER:
+    return ('classifier',)
+  name = layer.removeprefix('base_model.')
+  if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
+    return ('appearance', name)
+  return ('spatiotemporal', name)
 
 
 def convert_eco(path, num_classes=None, drop_classifier=False):
-    """(variables, metadata, report) of an ECO checkpoint.
+  """(variables, metadata, report) of an ECO checkpoint.
 
-    The classifier is kept when it has `num_classes` rows (or whatever size
-    when num_classes is None); a classifier of another size is dropped, never
-    reshaped, and convert.pasnet initialises a new one.
-    """
-    report = torch_io.Report(source=str(path))
-    tensors, container = torch_io.state_dict_of(path, torch_io.load_checkpoint(path))
-    originals, prefix, classifier_layout = reference_keys(path, tensors)
-    tensors = {reference: tensors[original] for reference, original in originals.items()}
-    report.layout = f'{container}; keys {prefix}base_model.*, classifier {classifier_layout}'
+  The classifier is kept when it has `num_classes` rows (or whatever size
+  when num_classes is None); a classifier of another size is dropped, never
+  reshaped, and convert.pasnet initialises a new one.
+  """
+  report = torch_io.Report(source=str(path))
+  tensors, container = torch_io.state_dict_of(path,
+                                              torch_io.load_checkpoint(path))
+  originals, prefix, classifier_layout = reference_keys(path, tensors)
+  tensors = {
+      reference: tensors[original] for reference, original in originals.items()
+  }
+  report.layout = f'{container}; keys {prefix}base_model.*, classifier {classifier_layout}'
 
-    classifier_keys = [key for key in tensors if key.startswith(CLASSIFIER + '.')]
-    weight = tensors.get(CLASSIFIER + '.weight')
-    file_classes = weight.shape[0] if weight is not None and weight.ndim == 2 else None
-    with torch.device('meta'):
-        expected = torch_io.reference_tensors(ECO(file_classes or 1))
-    if not any(key in expected for key in tensors if key not in classifier_keys):
-        raise torch_io.other_network_error(path, list(originals.values()), 'ECO',
-                                          '[module.]base_model.<layer>.*')
-    keep_classifier = bool(classifier_keys)
-    if classifier_keys and drop_classifier:
-        keep_classifier = False
-        report.dropped.append((torch_io.list_keys(originals[k] for k in classifier_keys),
-                               'as --drop-classifier asks'))
-    elif classifier_keys and num_classes is not None and file_classes != num_classes:
-        keep_classifier = False
-        report.dropped.append((
-            torch_io.list_keys(originals[k] for k in classifier_keys),
-            f'classifier has {file_classes} classes, --num-classes asks for {num_classes}; '
-            'convert.pasnet initialises a new one'))
-    if not classifier_keys:
-        report.missing.append(('classifier', 'none in the file; convert.pasnet '
-                               'initialises a new one'))
+  classifier_keys = [key for key in tensors if key.startswith(CLASSIFIER + '.')]
+  weight = tensors.get(CLASSIFIER + '.weight')
+  file_classes = weight.shape[
+      0] if weight is not None and weight.ndim == 2 else None
+  with torch.device('meta'):
+    expected = torch_io.reference_tensors(ECO(file_classes or 1))
+  if not any(key in expected for key in tensors if key not in classifier_keys):
+    raise torch_io.other_network_error(path, list(originals.values()), 'ECO',
+                                       '[module.]base_model.<layer>.*')
+  keep_classifier = bool(classifier_keys)
+  if classifier_keys and drop_classifier:
+    keep_classifier = False
+    report.dropped.append(
+        (torch_io.list_keys(originals[k] for k in classifier_keys),
+         'as --drop-classifier asks'))
+  elif classifier_keys and num_classes is not None and file_classes != num_classes:
+    keep_classifier = False
+    report.dropped.append((torch_io.list_keys(
+        originals[k] for k in classifier_keys
+    ), f'classifier has {file_classes} classes, --num-classes asks for {num_classes}; '
+                           'convert.pasnet initialises a new one'))
+  if not classifier_keys:
+    report.missing.append(('classifier', 'none in the file; convert.pasnet '
+                           'initialises a new one'))
 
-    if not keep_classifier:
-        expected = {k: v for k, v in expected.items() if not k.startswith(CLASSIFIER + '.')}
-    variables = torch_io.map_tensors(
-        path, tensors, expected, flax_layer_path,
-        display_key=lambda key: originals.get(key, prefix + key),
-        report=report, report_group=lambda layer_path: layer_path[0])
-
-    torch_io.report_num_batches_tracked(tensors, report)
-    unused = [originals[key] for key in tensors
-              if key not in expected and key not in classifier_keys
-              and not key.endswith('.num_batches_tracked')]
-    if unused:
-        report.dropped.append((torch_io.list_keys(unused),
-                               'not a layer of ECO up to inception_3c and res3-res5'))
-
-    kept_classes = file_classes if keep_classifier else None
-    metadata = {
-        'converter': 'convert.eco',
-        'source': str(path.absolute()),
-        'sha256': torch_io.sha256_of(path),
-        'layout': report.layout,
-        'num_classes': kept_classes,
+  if not keep_classifier:
+    expected = {
+        k: v for k, v in expected.items() if not k.startswith(CLASSIFIER + '.')
     }
-    return variables, metadata, report
+  variables = torch_io.map_tensors(
+      path,
+      tensors,
+      expected,
+      flax_layer_path,
+      display_key=lambda key: originals.get(key, prefix + key),
+      report=report,
+      report_group=lambda layer_path: layer_path[0])
+
+  torch_io.report_num_batches_tracked(tensors, report)
+  unused = [
+      originals[key] for key in tensors if key not in expected and
+      key not in classifier_keys and not key.endswith('.num_batches_tracked')
+  ]
+  if unused:
+    report.dropped.append(
+        (torch_io.list_keys(unused),
+         'not a layer of ECO up to inception_3c and res3-res5'))
+
+  kept_classes = file_classes if keep_classifier else None
+  metadata = {
+      'converter': 'convert.eco',
+      'source': str(path.absolute()),
+      'sha256': torch_io.sha256_of(path),
+      'layout': report.layout,
+      'num_classes': kept_classes,
+  }
+  return variables, metadata, report
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog='python -m convert.eco',
-        description='Convert an ECO-pytorch checkpoint (.pth.tar) to an Orbax '
-                    'checkpoint of PASNet variables (fusion "A").')
-    parser.add_argument('checkpoint', type=Path, metavar='IN.pth.tar')
-    parser.add_argument('out_dir', type=Path, metavar='OUT_DIR')
-    classifier = parser.add_mutually_exclusive_group()
-    classifier.add_argument('--num-classes', type=int, metavar='N',
-                            help='keep the classifier only if it has N classes')
-    classifier.add_argument('--drop-classifier', action='store_true',
-                            help='leave the classifier out')
-    parser.add_argument('--force', action='store_true', help='replace an existing OUT_DIR')
-    return parser.parse_args(argv)
+  parser = argparse.ArgumentParser(
+      prog='python -m convert.eco',
+      description='Convert an ECO-pytorch checkpoint (.pth.tar) to an Orbax '
+      'checkpoint of PASNet variables (fusion "A").')
+  parser.add_argument('checkpoint', type=Path, metavar='IN.pth.tar')
+  parser.add_argument('out_dir', type=Path, metavar='OUT_DIR')
+  classifier = parser.add_mutually_exclusive_group()
+  classifier.add_argument(
+      '--num-classes',
+      type=torch_io.class_count,
+      metavar='N',
+      help='keep the classifier only if it has N classes')
+  classifier.add_argument(
+      '--drop-classifier', action='store_true', help='leave the classifier out')
+  parser.add_argument(
+      '--force', action='store_true', help='replace an existing OUT_DIR')
+  return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    torch_io.check_out_dir(args.out_dir, args.force)
-    variables, metadata, report = convert_eco(args.checkpoint, args.num_classes,
-                                              args.drop_classifier)
-    torch_io.write_checkpoint(variables, args.out_dir, metadata, args.force)
-    print(f'convert.eco: wrote {args.out_dir}')
-    for line in report.lines():
-        print(f'  {line}')
+  args = parse_args(argv)
+  torch_io.check_out_dir(args.out_dir, args.force)
+  variables, metadata, report = convert_eco(args.checkpoint, args.num_classes,
+                                            args.drop_classifier)
+  torch_io.write_checkpoint(variables, args.out_dir, metadata, args.force)
+  print(f'convert.eco: wrote {args.out_dir}')
+  for line in report.lines():
+    print(f'  {line}')
 
 
 if __name__ == '__main__':
-    raise SystemExit(torch_io.run_cli(main))
+  raise SystemExit(torch_io.run_cli(main))
