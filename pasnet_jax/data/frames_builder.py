@@ -1,0 +1,217 @@
+"""What the UCF-101 and HMDB-51 builders share.
+
+The features of an example, the file format (ArrayRecord, so the input
+pipeline can read any example by index), and turning the listed videos of a
+split into examples: videos are decoded by one worker process per core, and
+videos that cannot be used are written to a failure report next to the
+dataset instead of into it.
+"""
+
+import abc
+import dataclasses
+import logging
+import multiprocessing
+import os
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+
+from pasnet_jax.data import archives
+from pasnet_jax.data import splits
+from pasnet_jax.data import video
+from pasnet_jax.data.errors import DatasetError
+
+# A split in which more videos than this fraction fail is not built.
+MAX_FAILED_FRACTION = 0.01
+
+
+def frame_features(class_names, **extra) -> tfds.features.FeaturesDict:
+  """The features of a video example; `extra` adds dataset-specific ones."""
+  return tfds.features.FeaturesDict({
+      # Frames are stored JPEG-encoded so that the input pipeline can decode
+      # only the few it samples.
+      'video': tfds.features.Video(shape=(None, None, None, 3),
+                                   encoding_format='jpeg'),
+      'label': tfds.features.ClassLabel(names=class_names),
+      'name': tfds.features.Text(),
+      'num_frames': tfds.features.Scalar(dtype=np.int32),
+      'fps': tfds.features.Scalar(dtype=np.float32),
+      **extra,
+  })
+
+
+def failure_report_path(builder: tfds.core.DatasetBuilder, split: str
+                        ) -> pathlib.Path:
+  """The report of the videos of `split` that were left out.
+
+  It sits in the config folder, beside the version folder that TFDS loads,
+  so it survives a failed build (whose version folder is removed).
+  """
+  root = pathlib.Path(builder.data_dir_root) / builder.name
+  if builder.builder_config is not None:
+    root /= builder.builder_config.name
+  return root / f'failures-{builder.version}-{split}.tsv'
+
+
+@dataclasses.dataclass
+class SplitConfig(tfds.core.BuilderConfig):
+  """One of the three official train/test splits."""
+  split_number: int = 1
+
+
+def official_split_configs() -> list[SplitConfig]:
+  return [SplitConfig(name=f'split{n}', split_number=n,
+                      description=f'Official train/test split {n}.')
+          for n in splits.SPLIT_NUMBERS]
+
+
+@dataclasses.dataclass(frozen=True)
+class _VideoTask:
+  """One video for a worker: where to read it, and what it is."""
+  ref: archives.VideoRef
+  listed: splits.ListedVideo
+
+
+def _encode_video(task: _VideoTask):
+  """Worker: (task, example) for a usable video, else (task, reason)."""
+  try:
+    jpegs, fps = video.video_to_jpegs(archives.read_video_bytes(task.ref))
+  except video.VideoDecodeError as e:
+    return task, e.reason
+  except DatasetError as e:
+    return task, str(e)
+  except OSError as e:
+    return task, f'cannot be read ({e})'
+  return task, {
+      'video': jpegs,
+      'label': task.listed.label,
+      'name': task.listed.name,
+      'num_frames': len(jpegs),
+      'fps': fps,
+  }
+
+
+def _worker_count() -> int:
+  return len(os.sched_getaffinity(0))
+
+
+class VideoFramesBuilder(tfds.core.GeneratorBasedBuilder,
+                         skip_registration=True):
+  """Base of the builders that turn published video archives into frames.
+
+  Subclasses name the archives (or unpacked folders) that hold the videos and
+  the split files, and parse the split files in `_listed_videos`.
+  """
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Frames as JPEG, short side 256.'}
+  BUILDER_CONFIGS = official_split_configs()
+  CLASS_NAMES: tuple[str, ...] = ()
+  HOMEPAGE = ''
+  CITATION = ''
+  # Archive first, then the folders it unpacks to; matched case-insensitively.
+  VIDEO_SOURCES: tuple[str, ...] = ()
+  SPLIT_SOURCES: tuple[str, ...] = ()
+
+  def __init__(self, *, file_format=None, **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+    if file_format is None and not self.data_path.exists():
+      # Random access lets the input pipeline read examples by index, which
+      # makes its position a number that a resumed run can restore.
+      self.info.set_file_format('array_record', override=True)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.__doc__,
+        features=frame_features(self.CLASS_NAMES),
+        homepage=self.HOMEPAGE,
+        citation=self.CITATION,
+    )
+
+  @abc.abstractmethod
+  def _listed_videos(self, files: dict[str, str], source: str
+                     ) -> dict[str, list[splits.ListedVideo]]:
+    """{'train': [...], 'test': [...]} from the split files' text."""
+
+  def _split_generators(self, dl_manager):
+    manual_dir = dl_manager.manual_dir
+    split_source = _require_input(manual_dir, self.SPLIT_SOURCES,
+                                  f'The {self.name} split files')
+    listed = self._listed_videos(archives.read_text_files(split_source),
+                                 str(split_source))
+    video_source = _require_input(manual_dir, self.VIDEO_SOURCES,
+                                  f'The {self.name} videos')
+    refs = archives.index_videos(
+        video_source, pathlib.Path(dl_manager.download_dir) / 'unpacked')
+    return {split: self._generate_examples(listed[split], refs, video_source,
+                                           split)
+            for split in ('train', 'test')}
+
+  def _generate_examples(self, listed: list[splits.ListedVideo],
+                         refs: dict[str, archives.VideoRef],
+                         source: pathlib.Path, split: str):
+    """Yields (key, example) for the listed videos found in `refs`.
+
+    `refs` maps lowercased names to where the videos are; `source` (the
+    archive or folder they came from) is named in the report. Writes the
+    failure report and raises DatasetError if too many videos failed.
+    """
+    failures = []
+    tasks = []
+    for item in listed:
+      ref = refs.get(item.name.lower())
+      if ref is None:
+        failures.append((item.name, f'not found in {source}'))
+      else:
+        tasks.append(_VideoTask(ref, item))
+
+    if tasks:
+      # Spawned, not forked: the parent may hold TensorFlow threads, and a
+      # fork of a threaded process can deadlock.
+      context = multiprocessing.get_context('spawn')
+      with context.Pool(min(_worker_count(), len(tasks))) as pool:
+        results = pool.imap_unordered(_encode_video, tasks)
+        progress = tqdm.tqdm(results, total=len(tasks), unit='video',
+                             desc=f'{self.name} {split}: decoding videos')
+        for task, result in progress:
+          if isinstance(result, str):
+            failures.append((task.listed.name, result))
+            progress.set_postfix(failed=len(failures))
+          else:
+            yield task.listed.name, result
+
+    report = failure_report_path(self, split)
+    _write_report(report, failures, total=len(listed), split=split)
+    if len(failures) > MAX_FAILED_FRACTION * len(listed):
+      raise DatasetError(
+          f'{len(failures)} of the {len(listed)} {split} videos of '
+          f'{self.name}/{self.builder_config.name} could not be used (more '
+          f'than {MAX_FAILED_FRACTION:.0%}), so the dataset was not built. '
+          f'They are listed with the reasons in {report}. Replace the damaged '
+          'archive or videos and build again.')
+    if failures:
+      logging.warning('%d of %d %s videos left out; see %s', len(failures),
+                      len(listed), split, report)
+
+
+def _write_report(path: pathlib.Path, failures, total: int, split: str):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  lines = [f'# {len(failures)} of {total} {split} videos left out',
+           'name\treason']
+  lines += [f'{name}\t{reason}' for name, reason in sorted(failures)]
+  partial = path.with_name(path.name + '.partial')
+  partial.write_text('\n'.join(lines) + '\n')
+  partial.rename(path)
+
+
+def _require_input(manual_dir, names: tuple[str, ...], what: str
+                  ) -> pathlib.Path:
+  """The archive or folder among `names` in `manual_dir`, or a DatasetError."""
+  found = archives.find_input(manual_dir, names)
+  if found is None:
+    raise DatasetError(
+        f'{what} not found in {manual_dir}: put {names[0]} (or its unpacked '
+        f'folder {" or ".join(names[1:])}) there and build again.')
+  return found

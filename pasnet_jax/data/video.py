@@ -1,0 +1,124 @@
+"""Decoding videos with PyAV (FFmpeg): whole videos to frames, or to JPEGs.
+
+This module imports neither TensorFlow nor JAX, so that the worker processes
+that decode videos while a dataset is built start quickly.
+"""
+
+import io
+import os
+from typing import Iterator
+
+import av
+import numpy as np
+
+from pasnet_jax.data.errors import DatasetError
+
+# Frames are stored with their short side at this size; the paper's 256 x 340
+# input (for 4:3 videos) is then a crop away.
+STORED_SHORT_SIDE = 256
+JPEG_QUALITY = 90
+
+
+class VideoDecodeError(DatasetError):
+  """A video that cannot be decoded; `reason` says why, without the path."""
+
+  def __init__(self, reason: str, path: str | None = None):
+    self.reason = reason
+    message = reason if path is None else (
+        f'Cannot decode {path}: {reason}. Check that it is a complete video '
+        f'file that FFmpeg can read (e.g. `ffprobe {path}`).')
+    super().__init__(message)
+
+
+def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+  """(height, width) with the short side at `short_side`, aspect kept."""
+  if height <= width:
+    return short_side, max(1, round(width * short_side / height))
+  return max(1, round(height * short_side / width)), short_side
+
+
+def _ffmpeg_message(error: Exception) -> str:
+  # PyAV's str() carries the errno and a placeholder file name; the FFmpeg
+  # text alone is what a reader needs.
+  return getattr(error, 'strerror', None) or str(error)
+
+
+def _decoded_frames(source, short_side: int | None
+                    ) -> tuple[Iterator[av.VideoFrame], float]:
+  """Iterator over the frames as RGB, resized if `short_side`; and the fps.
+
+  Decoding stays single-threaded: FFmpeg's frame threads swallow the error
+  at the cut of a truncated file, which would then pass as a short video.
+  """
+  try:
+    container = av.open(source)
+  except (av.FFmpegError, OSError) as e:
+    raise VideoDecodeError(f'not a readable video ({_ffmpeg_message(e)})') from e
+  if not container.streams.video:
+    container.close()
+    raise VideoDecodeError('the file has no video stream')
+  stream = container.streams.video[0]
+  rate = stream.average_rate or stream.guessed_rate
+  fps = float(rate) if rate else 0.0
+
+  def frames():
+    size = None
+    count = 0
+    with container:
+      try:
+        for frame in container.decode(stream):
+          if size is None:
+            size = ((frame.height, frame.width) if short_side is None else
+                    resized_shape(frame.height, frame.width, short_side))
+          # swscale resizes and converts in one pass, outside the GIL.
+          yield frame.reformat(width=size[1], height=size[0], format='rgb24',
+                               interpolation='AREA')
+          count += 1
+      except av.FFmpegError as e:
+        raise VideoDecodeError(f'decoding failed after {count} frames '
+                               f'({_ffmpeg_message(e)})') from e
+    if count == 0:
+      raise VideoDecodeError('no frame could be decoded')
+
+  return frames(), fps
+
+
+def decode_video(path: str | os.PathLike, short_side: int | None = None
+                 ) -> tuple[np.ndarray, float]:
+  """All frames of a video file as uint8 (N, H, W, 3) RGB, and its fps.
+
+  Args:
+    path: a video file FFmpeg can read.
+    short_side: if given, frames are resized so that their short side has
+      this many pixels (aspect kept), which bounds the memory long videos need.
+
+  Raises:
+    VideoDecodeError (a DatasetError) naming the file and the reason.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise DatasetError(f'{path} does not exist or is not a file.')
+  if os.path.getsize(path) == 0:
+    raise VideoDecodeError('the file is empty (0 bytes)', path)
+  try:
+    frames, fps = _decoded_frames(path, short_side)
+    return np.stack([f.to_ndarray() for f in frames]), fps
+  except VideoDecodeError as e:
+    raise VideoDecodeError(e.reason, path) from e
+
+
+def video_to_jpegs(data: bytes, short_side: int = STORED_SHORT_SIDE,
+                   quality: int = JPEG_QUALITY) -> tuple[list[bytes], float]:
+  """JPEG-encoded frames of an encoded video, resized to `short_side`, and fps.
+
+  Raises VideoDecodeError with the reason if the video cannot be used.
+  """
+  if not data:
+    raise VideoDecodeError('the file is empty (0 bytes)')
+  frames, fps = _decoded_frames(io.BytesIO(data), short_side)
+  jpegs = []
+  for frame in frames:
+    buffer = io.BytesIO()
+    frame.to_image().save(buffer, format='JPEG', quality=quality)
+    jpegs.append(buffer.getvalue())
+  return jpegs, fps
