@@ -46,14 +46,18 @@ def initialize_distributed(config) -> None:
                   num_processes=config.num_processes,
                   process_id=config.process_id)
   kwargs['initialization_timeout'] = int(config.timeout_seconds)
+  # A process whose peer died stops waiting after this long, with an error.
+  kwargs['heartbeat_timeout_seconds'] = int(config.timeout_seconds)
   jax.distributed.initialize(**kwargs)
   logging.info('jax.distributed: process %d of %d, %d local of %d devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  return jax.sharding.Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else devices
+  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:

@@ -1,0 +1,81 @@
+"""Runs a few training steps on fixed data; used by test_parallel.py.
+
+  python tests/parallel_worker.py OUT.npz [--mesh-devices N]
+      [--process-id I --num-processes P --coordinator HOST:PORT]
+
+Each process feeds its own rows of the global batch, as the training loop
+does, and process 0 writes the final parameters.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import ml_collections  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from configs import default  # pylint: disable=g-import-not-at-top
+from pasnet_jax import parallel  # pylint: disable=g-import-not-at-top
+from pasnet_jax import train  # pylint: disable=g-import-not-at-top
+
+GLOBAL_BATCH, FRAMES, SIZE, CLASSES, STEPS = 4, 2, 64, 5, 2
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('out')
+  parser.add_argument('--mesh-devices', type=int, default=0)
+  parser.add_argument('--fusion', default='A')
+  parser.add_argument('--process-id', type=int, default=-1)
+  parser.add_argument('--num-processes', type=int, default=0)
+  parser.add_argument('--coordinator', default='')
+  args = parser.parse_args()
+
+  if args.coordinator:
+    distributed = ml_collections.ConfigDict({
+        'initialize': 'always', 'coordinator_address': args.coordinator,
+        'num_processes': args.num_processes, 'process_id': args.process_id,
+        'timeout_seconds': 60})
+    parallel.initialize_distributed(distributed)
+  devices = jax.devices()[:args.mesh_devices] if args.mesh_devices else None
+  mesh = parallel.make_mesh(devices)
+
+  config = default.get_config()
+  config.num_train_steps = 100
+  config.accumulation_steps = 2
+  model = train.create_model(config.model, CLASSES, fusion=args.fusion)
+  rng = np.random.default_rng(0)
+  video = rng.uniform(0, 255, (STEPS, GLOBAL_BATCH, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
+  labels = rng.integers(0, CLASSES, (STEPS, GLOBAL_BATCH)).astype(np.int32)
+
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), video[0, :1])
+  optimizer = train.create_optimizer(
+      config, variables['params'], model,
+      train.learning_rate_schedule(config, config.optimizer.learning_rate))
+  state = train.TrainState(step=np.zeros((), np.int32), params=variables['params'],
+                           batch_stats=variables['batch_stats'],
+                           opt_state=optimizer.init(variables['params']),
+                           rng=jax.random.PRNGKey(1))
+  initial = jax.device_get(variables['params'])
+  state = jax.device_put(state, parallel.replicated_sharding(mesh))
+  step = jax.jit(lambda s, b: train.train_step(
+      s, b, model=model, optimizer=optimizer, accumulation_steps=2, mesh=mesh))
+  rows = GLOBAL_BATCH // jax.process_count()
+  first = jax.process_index() * rows
+  for i in range(STEPS):
+    local = {'video': video[i, first:first + rows],
+             'label': labels[i, first:first + rows]}
+    state, _ = step(state, parallel.global_batch(local, mesh))
+  host = parallel.to_host({'params': state.params, 'batch_stats': state.batch_stats})
+  host['initial'] = initial
+  if jax.process_index() == 0:
+    flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(host)[0]}
+    np.savez(args.out, **flat)
+
+
+if __name__ == '__main__':
+  main()
