@@ -57,6 +57,11 @@ def open_rar(path: str) -> rarfile.RarFile:
         f'{path} is not a readable RAR archive ({e}). Download it again or '
         'unpack it with another tool and put the unpacked folder in its '
         'place.') from e
+  if archive.strerror():
+    # rarfile lists the members before a damaged header and notes the error.
+    raise DatasetError(
+        f'{path} is damaged or incomplete ({archive.strerror()}). Download it '
+        'again.')
   if archive.needs_password():
     raise DatasetError(f'{path} is password-protected; unpack it yourself and '
                        'put the unpacked folder in its place.')
