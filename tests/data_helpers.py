@@ -134,3 +134,29 @@ def hmdb51_split_files(codes: dict[str, dict[str, int]], split_number: int = 1
           [f'{video} {code} ' for video, code in codes.get(name, {}).items()])
       for name in splits.HMDB51_CLASSES
   }
+
+
+def prepare(name: str, manual_dir: pathlib.Path, data_dir: pathlib.Path):
+  """Builds dataset `name` as a user would, and returns its builder."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import pasnet_jax.data  # pylint: disable=g-import-not-at-top,unused-import
+  builder = tfds.builder(name, data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(manual_dir)))
+  return builder
+
+
+def examples(builder, split: str) -> dict[str, dict]:
+  """{name: example} of a built split, frames decoded."""
+  source = builder.as_data_source(split=split)
+  result = {}
+  for i in range(len(source)):
+    example = dict(source[i])
+    example['video'] = np.stack(example['video'])
+    result[example['name'].decode()] = example
+  return result
+
+
+def frame_marks(video: np.ndarray) -> list[int]:
+  """The frame indices video_bytes() drew into the top-left corners."""
+  return [int(round(frame[1:3, 1:3].mean() / 8)) for frame in video]

@@ -17,6 +17,10 @@ from pasnet_jax.data.errors import DatasetError
 # input (for 4:3 videos) is then a crop away.
 STORED_SHORT_SIDE = 256
 JPEG_QUALITY = 90
+# A file cut short can end on whole frames and decode without an error; it
+# shows as fewer frames than its header declares. Encoders may declare a few
+# frames that decode to nothing (Xvid's packed B-frames), hence the margin.
+MIN_DECLARED_FRACTION = 0.9
 
 
 class VideoDecodeError(DatasetError):
@@ -58,6 +62,7 @@ def _decoded_frames(source, short_side: int | None
     container.close()
     raise VideoDecodeError('the file has no video stream')
   stream = container.streams.video[0]
+  declared = stream.frames
   rate = stream.average_rate or stream.guessed_rate
   fps = float(rate) if rate else 0.0
 
@@ -79,6 +84,9 @@ def _decoded_frames(source, short_side: int | None
                                f'({_ffmpeg_message(e)})') from e
     if count == 0:
       raise VideoDecodeError('no frame could be decoded')
+    if count < MIN_DECLARED_FRACTION * declared:
+      raise VideoDecodeError(f'truncated: {count} of the {declared} frames '
+                             'its header declares could be decoded')
 
   return frames(), fps
 

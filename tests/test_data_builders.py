@@ -1,0 +1,197 @@
+"""ucf101_frames and hmdb51_frames built from small archives as published."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+
+from pasnet_jax.data import frames_builder
+from pasnet_jax.data.errors import DatasetError
+from tests import data_helpers
+
+UCF_TRAIN = ['ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi',
+             'HandstandPushups/v_HandStandPushups_g08_c01.avi',
+             'YoYo/v_YoYo_g10_c02.avi']
+UCF_TEST = ['ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi',
+            'HandstandPushups/v_HandStandPushups_g01_c01.avi']
+
+
+def _ucf_manual_dir(root: pathlib.Path, train, test, videos, split_number=1):
+  """UCF101.rar (top folder UCF-101/) and the split ZIP, as published."""
+  root.mkdir(parents=True, exist_ok=True)
+  data_helpers.write_rar4(root / 'UCF101.rar',
+                          {f'UCF-101/{p}': data for p, data in videos.items()})
+  data_helpers.write_zip(root / 'UCF101TrainTestSplits-RecognitionTask.zip',
+                         data_helpers.ucf101_split_files(train, test,
+                                                         split_number))
+  return root
+
+
+@pytest.fixture(scope='module')
+def ucf101(tmp_path_factory):
+  root = tmp_path_factory.mktemp('ucf101')
+  lengths = {p: 3 + i for i, p in enumerate(UCF_TRAIN + UCF_TEST)}
+  videos = {p: data_helpers.video_bytes(n, seed=n) for p, n in lengths.items()}
+  manual = _ucf_manual_dir(root / 'manual', UCF_TRAIN, UCF_TEST, videos)
+  builder = data_helpers.prepare('ucf101_frames/split1', manual, root / 'data')
+  return builder, lengths
+
+
+def test_ucf101_sizes_labels_names_and_frames(ucf101):
+  builder, lengths = ucf101
+  assert builder.info.splits['train'].num_examples == 3
+  assert builder.info.splits['test'].num_examples == 2
+  assert builder.info.features['label'].names[36] == 'HandstandPushups'
+  train = data_helpers.examples(builder, 'train')
+  assert sorted(train) == sorted(p[:-4] for p in UCF_TRAIN)
+  example = train['HandstandPushups/v_HandStandPushups_g08_c01']
+  assert example['label'] == 36
+  length = lengths['HandstandPushups/v_HandStandPushups_g08_c01.avi']
+  assert example['num_frames'] == length and example['fps'] == 25
+  assert example['video'].shape == (length, 256, 341, 3)
+  assert data_helpers.frame_marks(example['video']) == list(range(length))
+  test = data_helpers.examples(builder, 'test')
+  assert {n: int(e['label']) for n, e in test.items()} == {
+      'ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01': 0,
+      'HandstandPushups/v_HandStandPushups_g01_c01': 36}
+  report = frames_builder.failure_report_path(builder, 'test')
+  assert report.read_text().splitlines()[0] == '# 0 of 2 test videos left out'
+
+
+def test_ucf101_from_unpacked_folders(tmp_path):
+  manual = tmp_path / 'manual'
+  for path in UCF_TRAIN[:1] + UCF_TEST[:1]:
+    file = manual / 'UCF-101' / path
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(data_helpers.video_bytes(2))
+  for name, data in data_helpers.ucf101_split_files(
+      UCF_TRAIN[:1], UCF_TEST[:1], split_number=3).items():
+    (manual / name).parent.mkdir(parents=True, exist_ok=True)
+    (manual / name).write_bytes(data)
+  builder = data_helpers.prepare('ucf101_frames/split3', manual,
+                                 tmp_path / 'data')
+  assert builder.info.splits['train'].num_examples == 1
+  assert builder.info.splits['test'].num_examples == 1
+
+
+def test_failures_over_one_percent_stop_the_build_with_a_report(tmp_path):
+  good = data_helpers.video_bytes(3)
+  test = UCF_TEST + ['YoYo/v_YoYo_g01_c01.avi']
+  videos = {p: good for p in UCF_TRAIN + test}
+  videos[UCF_TEST[0]] = b''
+  videos[UCF_TEST[1]] = data_helpers.truncated(data_helpers.video_bytes(20))
+  manual = _ucf_manual_dir(tmp_path / 'manual', UCF_TRAIN, test, videos)
+  with pytest.raises(DatasetError, match=r'2 of the 3 test videos.*'
+                     r'failures-1.0.0-test.tsv'):
+    data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
+  builder = tfds.builder('ucf101_frames/split1', data_dir=str(tmp_path / 'data'))
+  report = frames_builder.failure_report_path(builder, 'test')
+  rows = dict(line.split('\t') for line in report.read_text().splitlines()[2:])
+  assert rows == {
+      'ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01': 'the file is empty (0 bytes)',
+      'HandstandPushups/v_HandStandPushups_g01_c01':
+          rows['HandstandPushups/v_HandStandPushups_g01_c01']}
+  assert rows['HandstandPushups/v_HandStandPushups_g01_c01'].startswith(
+      'truncated: 3 of the 20 frames')
+  # Nothing TFDS would load: no version folder, not prepared.
+  assert not builder.is_prepared()
+  assert not (report.parent / '1.0.0').exists()
+
+
+def test_one_percent_of_failures_is_left_out_and_reported(tmp_path):
+  # 100 test videos, one missing from the archive and one empty: 2 % fails;
+  # with the empty one replaced, 1 % (not more) fails and the build passes.
+  good = data_helpers.video_bytes(1)
+  test = [f'YoYo/v_YoYo_g{i // 7 + 1:02d}_c{i % 7 + 1:02d}.avi'
+          for i in range(100)]
+  videos = {p: good for p in UCF_TRAIN[:1] + test[1:]}
+  videos[test[1]] = b''
+  manual = _ucf_manual_dir(tmp_path / 'manual', UCF_TRAIN[:1], test, videos)
+  with pytest.raises(DatasetError, match='2 of the 100 test videos'):
+    data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
+  videos[test[1]] = good
+  manual = _ucf_manual_dir(tmp_path / 'manual', UCF_TRAIN[:1], test, videos)
+  builder = data_helpers.prepare('ucf101_frames/split1', manual,
+                                 tmp_path / 'data')
+  assert builder.info.splits['test'].num_examples == 99
+  report = frames_builder.failure_report_path(builder, 'test').read_text()
+  assert report.splitlines()[2] == (
+      f'YoYo/v_YoYo_g01_c01\tnot found in {manual / "UCF101.rar"}')
+
+
+def test_missing_split_archive_says_what_to_put_where(tmp_path):
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  data_helpers.write_rar4(manual / 'UCF101.rar', {})
+  with pytest.raises(DatasetError, match=r'put UCF101TrainTestSplits-'
+                     r'RecognitionTask.zip \(or its unpacked folder '
+                     r'ucfTrainTestlist\) there'):
+    data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
+
+
+def test_hmdb51_from_nested_rars(tmp_path):
+  codes = {'brush_hair': {'a_brush_hair_u_nm_np1_ba_goo_0.avi': 1,
+                          'b_brush_hair_u_nm_np1_ba_goo_0.avi': 2,
+                          'c_brush_hair_u_nm_np1_ba_goo_0.avi': 0},
+           'wave': {'#20_wave_u_cm_np1_fr_goo_0.avi': 1,
+                    'd_wave_f_cm_np1_le_med_1.avi': 2}}
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  class_rars = {
+      f'{name}.rar': data_helpers.rar4_bytes({
+          f'{name}/{video}': data_helpers.video_bytes(2 + i)
+          for i, video in enumerate(videos)})
+      for name, videos in codes.items()}
+  data_helpers.write_rar4(manual / 'hmdb51_org.rar', class_rars)
+  data_helpers.write_rar4(manual / 'test_train_splits.rar',
+                          data_helpers.hmdb51_split_files(codes, 2))
+  builder = data_helpers.prepare('hmdb51_frames/split2', manual,
+                                 tmp_path / 'data')
+  train = data_helpers.examples(builder, 'train')
+  test = data_helpers.examples(builder, 'test')
+  assert {n: int(e['label']) for n, e in train.items()} == {
+      'brush_hair/a_brush_hair_u_nm_np1_ba_goo_0': 0,
+      'wave/#20_wave_u_cm_np1_fr_goo_0': 50}
+  assert sorted(test) == ['brush_hair/b_brush_hair_u_nm_np1_ba_goo_0',
+                          'wave/d_wave_f_cm_np1_le_med_1']
+  assert test['wave/d_wave_f_cm_np1_le_med_1']['num_frames'] == 3
+
+
+_KILLED_BUILD = '''
+import os, signal, sys
+from pasnet_jax.data import frames_builder
+from tests import data_helpers
+
+def killed(*args, **kwargs):
+  # As a power cut would: after the train examples were written, mid-build.
+  os.kill(os.getpid(), signal.SIGKILL)
+
+if __name__ == '__main__':
+  frames_builder._write_report = killed
+  data_helpers.prepare('ucf101_frames/split1', sys.argv[1], sys.argv[2])
+'''
+
+
+def test_an_interrupted_build_run_again_finishes(tmp_path):
+  videos = {p: data_helpers.video_bytes(2) for p in UCF_TRAIN + UCF_TEST}
+  manual = _ucf_manual_dir(tmp_path / 'manual', UCF_TRAIN, UCF_TEST, videos)
+  script = tmp_path / 'killed_build.py'
+  script.write_text(_KILLED_BUILD)
+  root = pathlib.Path(__file__).parents[1]
+  result = subprocess.run(
+      [sys.executable, str(script), str(manual), str(tmp_path / 'data')],
+      cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+      capture_output=True, check=False)
+  assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
+  config_dir = tmp_path / 'data' / 'ucf101_frames' / 'split1'
+  assert [p.name for p in config_dir.iterdir()
+          if p.name.startswith('incomplete.')]
+  builder = data_helpers.prepare('ucf101_frames/split1', manual,
+                                 tmp_path / 'data')
+  assert builder.info.splits['train'].num_examples == 3
+  assert builder.info.splits['test'].num_examples == 2
+  assert len(data_helpers.examples(builder, 'train')) == 3
