@@ -1,0 +1,931 @@
+"""PAS-Net in JAX against the PyTorch reference, side by side in one process.
+
+    .venv/bin/python benchmarks/model.py                 # default grid, ~15 min on 2 cores
+    .venv/bin/python benchmarks/model.py --grid=full     # K=4,8,16 x B=1..8 (hours on a CPU)
+    .venv/bin/python benchmarks/model.py --grid=tiny --size=64   # smoke test, seconds
+    python benchmarks/model.py --grid=gpu                # on a GPU: bf16 and fp32 at K=16,
+                                                         # and the largest batch that fits
+
+Each row runs the same work on both sides, with the same weights and the
+same float32 input (B, K, 224, 224, 3) RGB 0..255:
+  - the project's jitted `PASNet` (fusion "A" = ECO, or "A+pool(I)+pool(F)");
+  - `convert.torch_models.PASNet` in eager PyTorch, with as many threads as
+    JAX's CPU backend uses (every core), or on the same GPU.
+Modes: `infer` (eval mode, no gradient); `train` (one SGD step as
+pasnet_jax.train does it: ECO's partial BatchNorm, gradient clipping,
+momentum, weight decay on kernels; the pose branch frozen); `train-pose`
+(the same with OpenPose trained too).
+
+Per row: median seconds over --repeats timed calls after --warmup untimed
+ones, the two sides' timed calls alternating (compilation is outside both
+and reported on its own), clips/s, the
+JAX/PyTorch time ratio, GFLOPs of the compiled program (XLA's cost
+analysis; PyTorch is credited with the same count), GFLOP/s and its
+fraction of the matrix-multiply peak measured in the same run (a large
+`jnp.dot` of the row's dtype), and peak memory: on a CPU the rise of the
+process's resident memory while the row runs (sampled every 2 ms), on a GPU
+XLA's buffer assignment for JAX and torch.cuda.max_memory_allocated for
+PyTorch (both over the warm-up calls). On a GPU, MFU is GFLOP/s over the card's dense bf16 peak
+(--peak-tflops, 989 for an H100/H200).
+
+Writes --out (JSON, rewritten after every row, so a cut-short run keeps what
+it measured) and --plot (PNG: clips/s against K), and prints the table.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+# On a GPU let JAX and PyTorch share the card: JAX allocates as it goes
+# instead of taking 75 % up front.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.95')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import traverse_util  # noqa: E402
+
+from pasnet_jax.models.pasnet import PASNet  # noqa: E402
+
+STYLES = ('A', 'A+pool(I)+pool(F)')
+MODES = ('infer', 'train', 'train-pose')
+NUM_CLASSES = 101
+# pasnet_jax.train / configs/default.py: ECO-pytorch's SGD.
+LEARNING_RATE = 1e-3
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+CLIP_NORM = 50.0
+# Dense bf16 tensor-core peak, TFLOP/s (H100 SXM and H200 share the chip).
+GPU_BF16_PEAK_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
+FULL = 'A+pool(I)+pool(F)'
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  style: str
+  mode: str
+  frames: int
+  batch: int
+  dtype: str = 'float32'
+
+  @property
+  def label(self) -> str:
+    return f'{self.style} {self.mode} K={self.frames} B={self.batch} {self.dtype}'
+
+
+def grid(name: str) -> list[Spec]:
+  """The named grids. Rows run in this order (most wanted first)."""
+  if name == 'default':
+    # Sized for a 2-core CPU: about 15 minutes in all (PAS-Net is ~97
+    # GFLOPs a frame, so its rows stay at B=1 and K<=8).
+    return ([Spec(s, 'infer', k, 1) for s in (FULL, 'A') for k in (4, 8)] +
+            [Spec('A', 'infer', 16, 1)] +
+            [Spec(FULL, 'train', 4, 1)] +
+            [Spec('A', 'train', k, 1) for k in (4, 8, 16)] +
+            [Spec(FULL, 'train-pose', 4, 1)])
+  if name == 'full':
+    return [Spec(s, m, k, b) for s in STYLES for m in MODES
+            for k in (4, 8, 16) for b in (1, 2, 4, 8)
+            if not (s == 'A' and m == 'train-pose')]
+  if name == 'gpu':
+    return ([Spec(FULL, 'train', 16, 8, 'bfloat16'),
+             Spec(FULL, 'infer', 16, 8, 'bfloat16'),
+             Spec(FULL, 'train', 16, 8, 'float32'),
+             Spec(FULL, 'infer', 16, 8, 'float32'),
+             Spec(FULL, 'train-pose', 16, 8, 'bfloat16'),
+             Spec('A', 'train', 16, 8, 'bfloat16'),
+             Spec('A', 'infer', 16, 8, 'bfloat16')])
+  if name == 'tiny':
+    return [Spec(s, m, 4, b) for s in STYLES for m in MODES for b in (1, 2)
+            if not (s == 'A' and m == 'train-pose')]
+  raise ValueError(f'unknown grid {name!r}')
+
+
+# ---------------------------------------------------------------- measuring
+
+def _rss_bytes() -> int:
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+class PeakRss:
+  """Highest resident memory above the level at entry, sampled every 2 ms."""
+
+  def __enter__(self):
+    self.base = self.peak = _rss_bytes()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._poll, daemon=True)
+    self._thread.start()
+    return self
+
+  def _poll(self):
+    while not self._stop.wait(0.002):
+      self.peak = max(self.peak, _rss_bytes())
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, _rss_bytes())
+    self.rise = self.peak - self.base
+
+
+def time_calls(run, warmup: int, repeats: int) -> list[float]:
+  """Wall-clock seconds of `repeats` calls of run() after `warmup` calls.
+
+  run() must return only when its work is done (block_until_ready or a
+  device synchronisation).
+  """
+  for _ in range(warmup):
+    run()
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def matmul_peak(dtype: str, size: int, repeats: int = 5) -> dict:
+  """GFLOP/s of a size x size x size jnp.dot (the median of `repeats`)."""
+  key = jax.random.key(0)
+  a = jax.random.normal(key, (size, size), jnp.dtype(dtype))
+  b = jax.random.normal(jax.random.fold_in(key, 1), (size, size), jnp.dtype(dtype))
+  dot = jax.jit(jnp.dot)
+  seconds = time_calls(lambda: dot(a, b).block_until_ready(), 2, repeats)
+  return {'dtype': dtype, 'size': size, 'seconds': float(np.median(seconds)),
+          'gflops_per_s': 2 * size ** 3 / float(np.median(seconds)) / 1e9}
+
+
+def torch_matmul(torch, device, dtype, size: int, repeats: int = 5) -> dict:
+  tdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+  a = torch.randn(size, size, device=device, dtype=tdtype)
+  b = torch.randn(size, size, device=device, dtype=tdtype)
+
+  def run():
+    torch.mm(a, b)
+    _torch_sync(torch, device)
+  seconds = time_calls(run, 2, repeats)
+  return {'dtype': dtype, 'size': size, 'seconds': float(np.median(seconds)),
+          'gflops_per_s': 2 * size ** 3 / float(np.median(seconds)) / 1e9}
+
+
+def _torch_sync(torch, device):
+  if device.type == 'cuda':
+    torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- models
+
+def torch_reference(torch, style: str, seed: int = 0):
+  """convert.torch_models.PASNet with He-normal weights (no denormals, no
+  vanishing signal through OpenPose's 60 layers)."""
+  from convert import torch_models
+  generator = torch.Generator().manual_seed(seed)
+  model = torch_models.PASNet(NUM_CLASSES, fusion=style)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+        fan_in = module.weight[0].numel()
+        module.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
+        if module.bias is not None:
+          module.bias.normal_(0.0, 0.05, generator=generator)
+  return model
+
+
+def flax_variables_from(torch_model, style: str) -> dict:
+  """The Flax PASNet variables holding `torch_model`'s weights."""
+  from convert.torch_io import flax_array
+  model = PASNet(NUM_CLASSES, fusion=style)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, 1, 32, 32, 3), jnp.float32))
+  state = torch_model.state_dict()
+  torch_leaf = {'kernel': 'weight', 'bias': 'bias', 'scale': 'weight',
+                'mean': 'running_mean', 'var': 'running_var'}
+  flat = {}
+  for path, leaf in traverse_util.flatten_dict(shapes).items():
+    _, part, *layer, name = path
+    if part in ('appearance', 'spatiotemporal'):
+      prefix = f'eco.base_model.{layer[0]}'
+    elif part == 'pose':
+      prefix = f'openpose.{layer[0]}'
+    elif part == 'classifier':
+      prefix = 'eco.new_fc'
+    elif part == 'fusion':
+      prefix = 'fusion_conv'
+    else:
+      raise KeyError(path)
+    tensor = state[f'{prefix}.{torch_leaf[name]}']
+    array = flax_array(name, tensor)
+    if array.shape != leaf.shape:
+      raise ValueError(f'{path}: {array.shape} != {leaf.shape}')
+    flat[path] = jnp.asarray(array)
+  return traverse_util.unflatten_dict(flat)
+
+
+def parameter_labels(params, freeze_pose: bool):
+  """As pasnet_jax.train.parameter_labels with bn_policy 'partial' and the
+  3D BatchNorm affine untrained (the defaults)."""
+  def label(path, _):
+    names = [str(getattr(p, 'key', p)) for p in path]
+    part, layer = names[0], names[1] if len(names) > 1 else ''
+    if part == 'pose' and freeze_pose:
+      return 'frozen'
+    if part == 'appearance' and layer.endswith('_bn') and layer != 'conv1_7x7_s2_bn':
+      return 'frozen'
+    if part == 'spatiotemporal' and layer.endswith('_bn'):
+      return 'frozen'
+    return 'trainable'
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def jax_optimizer(params, freeze_pose: bool):
+  """pasnet_jax.train.create_optimizer at a constant learning rate."""
+  kernels = jax.tree_util.tree_map_with_path(
+      lambda path, _: str(getattr(path[-1], 'key', '')) == 'kernel', params)
+  trainable = optax.chain(optax.clip_by_global_norm(CLIP_NORM),
+                          optax.add_decayed_weights(WEIGHT_DECAY, mask=kernels),
+                          optax.sgd(LEARNING_RATE, momentum=MOMENTUM))
+  return optax.multi_transform({'trainable': trainable, 'frozen': optax.set_to_zero()},
+                               parameter_labels(params, freeze_pose))
+
+
+class JaxRunner:
+  """Compiles and runs one row's JAX program."""
+
+  def __init__(self, spec: Spec, variables: dict, video: np.ndarray,
+               labels: np.ndarray, remat: bool = False):
+    self.spec = spec
+    dtype = jnp.dtype(spec.dtype)
+    freeze_pose = spec.mode != 'train-pose'
+    self.model = PASNet(NUM_CLASSES, fusion=spec.style, dtype=dtype,
+                        freeze_pose=freeze_pose, remat=remat)
+    self.video = jax.device_put(video)
+    self.labels = jax.device_put(labels)
+    model = self.model
+    if spec.mode == 'infer':
+      self.args = (variables, self.video)
+      self.fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+      return
+    params = variables['params']
+    optimizer = jax_optimizer(params, freeze_pose)
+
+    def step(params, batch_stats, opt_state, video, labels, key):
+      def loss_fn(params):
+        logits, updates = model.apply(
+            {'params': params, 'batch_stats': batch_stats}, video, train=True,
+            rngs={'dropout': key}, mutable=['batch_stats'])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return jnp.mean(loss), updates['batch_stats']
+      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+    # Copies, so that the donated state never aliases the shared variables.
+    params = jax.tree_util.tree_map(jnp.array, params)
+    batch_stats = jax.tree_util.tree_map(jnp.array, variables['batch_stats'])
+    self.args = (params, batch_stats, optimizer.init(params), self.video,
+                 self.labels, jax.random.key(1))
+    self.fn = jax.jit(step, donate_argnums=(0, 1, 2))
+
+  def compile(self) -> float:
+    start = time.perf_counter()
+    self.compiled = self.fn.lower(*self.args).compile()
+    return time.perf_counter() - start
+
+  def cost(self) -> dict:
+    cost = self.compiled.cost_analysis()
+    if isinstance(cost, list):  # older JAX: one dict per computation
+      cost = cost[0] if cost else {}
+    out = {'flops': float((cost or {}).get('flops', 0.0))}
+    try:
+      memory = self.compiled.memory_analysis()
+      out['xla_bytes'] = int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+                             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+      out['xla_temp_bytes'] = int(memory.temp_size_in_bytes)
+    except Exception:  # not every backend reports it
+      pass
+    return out
+
+  def run(self):
+    out = jax.block_until_ready(self.compiled(*self.args))
+    if self.spec.mode != 'infer':
+      self.args = (*out[:3], *self.args[3:])
+    self.last = out
+    return out
+
+
+class TorchRunner:
+  """One row's work in eager PyTorch, on the same weights and input."""
+
+  def __init__(self, torch, spec: Spec, model, video: np.ndarray,
+               labels: np.ndarray, device):
+    self.torch, self.spec, self.device = torch, spec, device
+    self.model = model
+    self.video = torch.from_numpy(
+        np.ascontiguousarray(video.transpose(0, 4, 1, 2, 3))).to(device)
+    self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
+    self.autocast = spec.dtype == 'bfloat16'
+    if spec.mode == 'infer':
+      model.eval()
+      return
+    freeze_pose = spec.mode != 'train-pose'
+    # ECO-pytorch's partial BN: every 2D BatchNorm but the first runs on its
+    # running statistics with its affine untrained; the 3D ones update their
+    # statistics but never their affine (left out of the optimizer).
+    model.train()
+    from convert.torch_models import APPEARANCE_CONVS
+    base = model.eco.base_model
+    for name, *_ in APPEARANCE_CONVS:
+      bn = getattr(base, f'{name}_bn')
+      frozen = name != 'conv1_7x7_s2'
+      if frozen:
+        bn.eval()
+      for p in bn.parameters():
+        p.requires_grad_(not frozen)
+    for name, module in base.named_children():
+      if isinstance(module, torch.nn.BatchNorm3d):
+        for p in module.parameters():
+          p.requires_grad_(False)
+    if model.openpose is not None:
+      for p in model.openpose.parameters():
+        p.requires_grad_(not freeze_pose)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    self.trainable = trainable
+    self.optimizer = torch.optim.SGD(
+        [{'params': [p for p in trainable if p.dim() > 1], 'weight_decay': WEIGHT_DECAY},
+         {'params': [p for p in trainable if p.dim() <= 1], 'weight_decay': 0.0}],
+        lr=LEARNING_RATE, momentum=MOMENTUM)
+
+  def run(self):
+    torch = self.torch
+    ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
+           else _nullcontext())
+    if self.spec.mode == 'infer':
+      with torch.inference_mode(), ctx:
+        self.last = self.model(self.video)
+      _torch_sync(torch, self.device)
+      return self.last
+    self.optimizer.zero_grad(set_to_none=True)
+    with ctx:
+      logits = self.model(self.video)
+      loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(self.trainable, CLIP_NORM)
+    self.optimizer.step()
+    _torch_sync(torch, self.device)
+    return loss
+
+
+class _nullcontext:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+
+# ---------------------------------------------------------------- one row
+
+def _memory_available() -> int:
+  with open('/proc/meminfo') as f:
+    for line in f:
+      if line.startswith('MemAvailable:'):
+        return int(line.split()[1]) * 1024
+  return 1 << 62
+
+
+def _is_oom(error: Exception) -> bool:
+  text = str(error)
+  return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
+
+
+def run_row(spec: Spec, args, ctx) -> dict:
+  """Measures one row on both sides; returns its record."""
+  row = dataclasses.asdict(spec)
+  # Other processes on the machine slow both sides; the load shows it.
+  row['loadavg_1min_before'] = os.getloadavg()[0]
+  rng = np.random.default_rng(spec.frames * 100 + spec.batch)
+  video = rng.uniform(0, 255, (spec.batch, spec.frames, args.size, args.size, 3)
+                      ).astype(np.float32)
+  labels = rng.integers(0, NUM_CLASSES, spec.batch).astype(np.int32)
+  on_gpu = ctx['backend'] == 'gpu'
+
+  torch_model, variables = ctx['models'](spec.style, fresh=True)
+  jax_runner = JaxRunner(spec, variables, video, labels, remat=args.remat)
+  row['jax'] = jax_result = {}
+  jax_result['compile_s'] = jax_runner.compile()
+  jax_result.update(jax_runner.cost())
+  flops = jax_result['flops']
+  ctx.setdefault('xla_bytes', {})[spec] = jax_result.get('xla_bytes')
+  peak = ctx['peaks'][spec.dtype]['gflops_per_s']
+  need = jax_result.get('xla_bytes', 0)
+  if not on_gpu and need > 0.85 * _memory_available():
+    row['skipped'] = f'needs ~{need / 2**30:.1f} GiB, more than is free'
+    return row
+
+  sides = {'jax': (jax_runner, jax_result)}
+  if args.torch:
+    row['torch'] = torch_result = {}
+    sides['torch'] = (TorchRunner(ctx['torch'], spec, torch_model, video, labels,
+                                  ctx['device']), torch_result)
+
+  def call(kind, record):
+    """One call of a side; False once that side has failed."""
+    runner, result = sides[kind]
+    if 'error' in result:
+      return False
+    try:
+      start = time.perf_counter()
+      runner.run()
+      if record:
+        result.setdefault('all_seconds', []).append(time.perf_counter() - start)
+      return True
+    except Exception as error:  # noqa: BLE001 - report and go on
+      result['error'] = f'{type(error).__name__}: {str(error)[:300]}'
+      if not _is_oom(error):
+        traceback.print_exc()
+      return False
+
+  # Warm-up calls, one side after the other; memory is measured over them.
+  for kind in sides:
+    if on_gpu and kind == 'torch':
+      ctx['torch'].cuda.reset_peak_memory_stats()
+    with PeakRss() as rss:
+      for _ in range(max(args.warmup, 1)):
+        call(kind, record=False)
+    if on_gpu:
+      sides[kind][1]['peak_bytes'] = (int(ctx['torch'].cuda.max_memory_allocated())
+                                      if kind == 'torch' else jax_result.get('xla_bytes'))
+    else:
+      sides[kind][1]['peak_bytes'] = int(rss.rise)
+  # Timed calls alternate between the sides, so that a change in the load
+  # that other processes put on the machine falls on both.
+  for _ in range(args.repeats):
+    for kind in sides:
+      call(kind, record=True)
+
+  for kind, (runner, result) in sides.items():
+    seconds = result.get('all_seconds')
+    if 'error' in result or not seconds:
+      continue
+    median = float(np.median(seconds))
+    result.update(seconds=median, min_seconds=float(np.min(seconds)),
+                  clips_per_s=spec.batch / median,
+                  gflops_per_s=flops / median / 1e9,
+                  peak_fraction=flops / median / 1e9 / peak)
+    if on_gpu:
+      result['mfu_bf16'] = flops / median / (ctx['bf16_peak_tflops'] * 1e12)
+  if (spec.mode == 'infer' and 'torch' in sides and 'seconds' in jax_result
+      and 'seconds' in torch_result):
+    logits = np.asarray(jax_runner.last, np.float32)
+    reference = sides['torch'][0].last.float().cpu().numpy()
+    row['max_logit_difference'] = float(np.max(np.abs(logits - reference)))
+  if 'torch' in sides and 'seconds' in jax_result and 'seconds' in torch_result:
+    row['jax_over_torch'] = jax_result['seconds'] / torch_result['seconds']
+  sides.clear()
+  del jax_runner
+  if on_gpu and args.torch:
+    ctx['torch'].cuda.empty_cache()
+  row['loadavg_1min_after'] = os.getloadavg()[0]
+  return row
+
+
+def largest_batch(spec: Spec, args, ctx, probes=(2, 8)) -> dict:
+  """The largest batch of `spec` (batch ignored) whose step runs on the device.
+
+  XLA's buffer assignment at two batch sizes gives bytes = a + b * batch;
+  the prediction for the device's limit is then run for real, and lowered
+  by 10 % per out-of-memory failure.
+  """
+  _, variables = ctx['models'](spec.style)
+  stats = jax.devices()[0].memory_stats() or {}
+  limit = (args.memory_limit_gb * 2**30 if args.memory_limit_gb
+           else stats.get('bytes_limit') or _memory_available())
+  sizes = {}
+  result = {'style': spec.style, 'mode': spec.mode, 'frames': spec.frames,
+            'dtype': spec.dtype, 'bytes_limit': int(limit)}
+  for batch in probes:
+    probe = dataclasses.replace(spec, batch=batch)
+    if ctx.get('xla_bytes', {}).get(probe):  # compiled for a timed row already
+      sizes[batch] = ctx['xla_bytes'][probe]
+      continue
+    runner = JaxRunner(probe, variables,
+                       np.zeros((batch, spec.frames, args.size, args.size, 3), np.float32),
+                       np.zeros(batch, np.int32), remat=args.remat)
+    runner.compile()
+    sizes[batch] = runner.cost().get('xla_bytes', 0)
+    del runner
+  (b0, m0), (b1, m1) = sorted(sizes.items())
+  slope = (m1 - m0) / (b1 - b0)
+  fixed = m0 - slope * b0
+  predicted = int((0.97 * limit - fixed) // slope) if slope > 0 else 0
+  result.update(probe_bytes={str(k): v for k, v in sizes.items()},
+                bytes_per_clip=slope, predicted=predicted)
+  batch = predicted
+  for _ in range(3):
+    if batch < 1:
+      break
+    probe = dataclasses.replace(spec, batch=batch)
+    try:
+      runner = JaxRunner(probe, variables,
+                         np.zeros((batch, spec.frames, args.size, args.size, 3),
+                                  np.float32),
+                         np.zeros(batch, np.int32), remat=args.remat)
+      runner.compile()
+      seconds = time_calls(runner.run, 1, 3)
+      median = float(np.median(seconds))
+      flops = runner.cost()['flops']
+      result.update(largest_batch=batch, seconds=median, clips_per_s=batch / median,
+                    mfu_bf16=flops / median / (ctx['bf16_peak_tflops'] * 1e12))
+      del runner
+      return result
+    except Exception as error:  # noqa: BLE001
+      if not _is_oom(error):
+        result['error'] = f'{type(error).__name__}: {str(error)[:300]}'
+        return result
+      result.setdefault('failed', []).append(batch)
+      batch = int(batch * 0.9)
+  return result
+
+
+# ---------------------------------------------------------------- output
+
+def environment(ctx) -> dict:
+  env = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+         'python': platform.python_version(), 'jax': jax.__version__,
+         'numpy': np.__version__, 'backend': ctx['backend'],
+         'device': str(jax.devices()[0].device_kind),
+         'cpu_count': os.cpu_count(), 'XLA_FLAGS': os.environ.get('XLA_FLAGS', '')}
+  try:
+    import flax
+    import jaxlib
+    env.update(flax=flax.__version__, jaxlib=jaxlib.__version__)
+  except Exception:  # noqa: BLE001
+    pass
+  try:
+    with open('/proc/cpuinfo') as f:
+      env['cpu'] = next(line.split(':', 1)[1].strip() for line in f
+                        if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  if ctx.get('torch') is not None:
+    torch = ctx['torch']
+    env.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+               torch_device=str(ctx['device']))
+    if ctx['device'].type == 'cuda':
+      env['torch_gpu'] = torch.cuda.get_device_name()
+  try:
+    env['git'] = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,
+                                capture_output=True, text=True).stdout.strip()
+  except OSError:
+    pass
+  return env
+
+
+def _fmt(value, spec='.2f', missing='-'):
+  return missing if value is None else format(value, spec)
+
+
+def format_table(results: dict) -> str:
+  on_gpu = results['environment']['backend'] == 'gpu'
+  lines = []
+  for peak in results['matmul'].values():
+    lines.append(f"matmul peak {peak['dtype']} ({peak['size']}^3 jnp.dot): "
+                 f"{peak['gflops_per_s']:.1f} GFLOP/s")
+  for peak in results.get('torch_matmul', {}).values():
+    lines.append(f"  torch.mm {peak['dtype']} for comparison: {peak['gflops_per_s']:.1f} GFLOP/s")
+  frac = 'MFU' if on_gpu else '%peak'
+  header = (f"{'style':<18}{'mode':<11}{'K':>3}{'B':>3} {'dtype':<9}"
+            f"{'jax s':>9}{'torch s':>9}{'j/t':>6}{'jax c/s':>9}{'trch c/s':>9}"
+            f"{'GFLOPs':>9}{'jax GF/s':>10}{'%mm':>5}{'trch GF/s':>10}{'%mm':>5}")
+  if on_gpu:
+    header += f"{'jMFU':>6}{'tMFU':>6}"
+  header += f"{'compile':>8}{'jax MB':>8}{'trch MB':>8}{'load':>5}"
+  lines += ['', header, '-' * len(header)]
+  for row in results['rows']:
+    j, t = row.get('jax', {}), row.get('torch', {})
+    mb = lambda r: None if r.get('peak_bytes') is None else r['peak_bytes'] / 2**20
+    pct = lambda r: None if r.get('peak_fraction') is None else 100 * r['peak_fraction']
+    line = (f"{row['style']:<18}{row['mode']:<11}{row['frames']:>3}{row['batch']:>3} "
+            f"{row['dtype']:<9}{_fmt(j.get('seconds'), '.3f'):>9}"
+            f"{_fmt(t.get('seconds'), '.3f'):>9}{_fmt(row.get('jax_over_torch')):>6}"
+            f"{_fmt(j.get('clips_per_s'), '.3f'):>9}{_fmt(t.get('clips_per_s'), '.3f'):>9}"
+            f"{_fmt(j.get('flops', 0) / 1e9, '.1f'):>9}{_fmt(j.get('gflops_per_s'), '.1f'):>10}"
+            f"{_fmt(pct(j), '.0f'):>5}{_fmt(t.get('gflops_per_s'), '.1f'):>10}"
+            f"{_fmt(pct(t), '.0f'):>5}")
+    if on_gpu:
+      mfu = lambda r: None if r.get('mfu_bf16') is None else 100 * r['mfu_bf16']
+      line += f"{_fmt(mfu(j), '.1f'):>6}{_fmt(mfu(t), '.1f'):>6}"
+    load = max(row.get('loadavg_1min_before', 0), row.get('loadavg_1min_after', 0))
+    line += (f"{_fmt(j.get('compile_s'), '.1f'):>8}{_fmt(mb(j), '.0f'):>8}"
+             f"{_fmt(mb(t), '.0f'):>8}{load:>5.1f}")
+    for side, r in (('jax', j), ('torch', t)):
+      if 'error' in r:
+        line += f'  [{side}: {r["error"][:60]}]'
+    if 'skipped' in row:
+      line += f"  [skipped: {row['skipped']}]"
+    lines.append(line)
+  lines.append(f"(%mm: achieved GFLOP/s over the matmul peak of the row's dtype{'; MFU: over the ' + str(results['environment'].get('bf16_peak_tflops')) + ' TFLOP/s dense bf16 peak' if on_gpu else ''}; "
+               'torch is credited with XLA\'s FLOP count; memory: '
+               + ('XLA buffers (jax), max_memory_allocated (torch)' if on_gpu
+                  else 'peak rise of resident memory while the row ran')
+               + '; load: 1-minute load average around the row, which other processes raise)')
+  for extra in results.get('compile_checks', []):
+    lines.append(f"compile only: {extra['style']} {extra['mode']} K={extra['frames']} "
+                 f"B={extra['batch']} remat={extra['remat']}: {extra['compile_s']:.1f} s")
+  for found in results.get('largest_batch', []):
+    lines.append(f"largest batch {found['style']} {found['mode']} K={found['frames']} "
+                 f"{found['dtype']}: predicted {found.get('predicted')}, ran "
+                 f"{found.get('largest_batch', '-')} ({_fmt(found.get('clips_per_s'), '.1f')} clips/s, "
+                 f"MFU {_fmt(100 * found['mfu_bf16'] if 'mfu_bf16' in found else None, '.1f')} %), "
+                 f"{found['bytes_per_clip'] / 2**30:.2f} GiB a clip"
+                 + (f", failed at {found['failed']}" if found.get('failed') else ''))
+  return '\n'.join(lines)
+
+
+def plot(results: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  rows = [r for r in results['rows'] if 'jax' in r]
+  modes = [m for m in MODES if any(r['mode'] == m for r in rows)]
+  if not modes:
+    return
+  fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
+  env = results['environment']
+  for ax, mode in zip(axes[0], modes):
+    for style in STYLES:
+      for dtype in ('float32', 'bfloat16'):
+        chosen = [r for r in rows if r['mode'] == mode and r['style'] == style
+                  and r['dtype'] == dtype]
+        if not chosen:
+          continue
+        batch = min(r['batch'] for r in chosen)
+        chosen = sorted((r for r in chosen if r['batch'] == batch), key=lambda r: r['frames'])
+        for side, marker, line in (('jax', 'o', '-'), ('torch', 's', '--')):
+          points = [(r['frames'], r[side]['clips_per_s']) for r in chosen
+                    if r.get(side, {}).get('clips_per_s')]
+          if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker=marker, linestyle=line,
+                    label=f"{'JAX' if side == 'jax' else 'PyTorch'} {style} B={batch} {dtype}")
+    ax.set_xscale('log', base=2)
+    ax.set_yscale('log')
+    ax.set_xticks([4, 8, 16])
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel('frames per clip K')
+    ax.set_ylabel('clips / s')
+    ax.set_title(mode)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle(f"PAS-Net {results['size']}x{results['size']}: {env['device']}"
+               f" ({env.get('cpu', '')[:40]}), jax {env['jax']}, torch {env.get('torch', '-')}",
+               fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--grid', default=None, choices=('default', 'full', 'gpu', 'tiny'),
+                      help='named grid of rows (default: "gpu" on a GPU, else "default")')
+  parser.add_argument('--styles', help=f'comma-separated, from {STYLES}; with --modes '
+                      '--frames --batches --dtypes replaces the grid by their product')
+  parser.add_argument('--modes', help=f'comma-separated, from {MODES}')
+  parser.add_argument('--frames', help='comma-separated K values')
+  parser.add_argument('--batches', help='comma-separated batch sizes')
+  parser.add_argument('--dtypes', help='comma-separated: float32, bfloat16')
+  parser.add_argument('--size', type=int, default=224, help='frame height and width')
+  parser.add_argument('--repeats', type=int, default=3, help='timed calls per side and row')
+  parser.add_argument('--warmup', type=int, default=1, help='untimed calls before them')
+  parser.add_argument('--no-torch', dest='torch', action='store_false',
+                      help='time JAX alone')
+  parser.add_argument('--remat', action='store_true', help='PASNet(remat=True)')
+  parser.add_argument('--matmul-size', type=int, default=None,
+                      help='side of the peak-measuring matmul (4096 CPU, 8192 GPU)')
+  parser.add_argument('--compile-check', default=None,
+                      help='K values at which to time compiling the PAS-Net training '
+                      'step alone (B=1, with and without remat); "" for none '
+                      '(default 16 on a CPU, none on a GPU)')
+  parser.add_argument('--largest-batch', default=None, choices=('on', 'off'),
+                      help='search the largest training batch at K=16 (GPU only; '
+                      'default on there)')
+  parser.add_argument('--memory-limit-gb', type=float, default=None,
+                      help='device memory for --largest-batch (default: what JAX reports)')
+  parser.add_argument('--largest-batch-frames', type=int, default=16,
+                      help='K of the largest-batch search')
+  parser.add_argument('--largest-batch-after', type=int, default=4,
+                      help='run the largest-batch search after this many rows')
+  parser.add_argument('--peak-tflops', type=float, default=None,
+                      help='the device\'s dense bf16 peak for MFU (GPU; default by name)')
+  parser.add_argument('--deadline', type=float, default=None,
+                      help='seconds after which no new row starts (results so far are kept)')
+  parser.add_argument('--out', default=None, help='JSON path (default benchmarks/results/model_<backend>.json)')
+  parser.add_argument('--plot', default=None, help='PNG path (default beside --out)')
+  parser.add_argument('--profile', default=None,
+                      help='write a profiler trace of the first row\'s JAX calls to this folder')
+  return parser.parse_args(argv)
+
+
+def choose_rows(args, backend: str) -> list[Spec]:
+  custom = [args.styles, args.modes, args.frames, args.batches, args.dtypes]
+  if any(custom) and args.grid is None:
+    split = lambda s, default: [x for x in (s.split(',') if s else default) if x]
+    styles = split(args.styles, [FULL])
+    for s in styles:
+      if s not in STYLES:
+        raise SystemExit(f'unknown style {s!r}; valid: {STYLES}')
+    modes = split(args.modes, ['infer'])
+    for m in modes:
+      if m not in MODES:
+        raise SystemExit(f'unknown mode {m!r}; valid: {MODES}')
+    return [Spec(s, m, int(k), int(b), d) for s in styles for m in modes
+            for k in split(args.frames, ['8']) for b in split(args.batches, ['1'])
+            for d in split(args.dtypes, ['float32'])
+            if not (s == 'A' and m == 'train-pose')]
+  return grid(args.grid or ('gpu' if backend == 'gpu' else 'default'))
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  started = time.perf_counter()
+  backend = jax.default_backend()
+  on_gpu = backend == 'gpu'
+  rows = choose_rows(args, backend)
+  dtypes = sorted({spec.dtype for spec in rows} | ({'bfloat16'} if on_gpu else set()))
+  out = args.out or os.path.join(REPO, 'benchmarks', 'results', f'model_{backend}.json')
+  plot_path = args.plot or os.path.splitext(out)[0] + '.png'
+  os.makedirs(os.path.dirname(os.path.abspath(out)) or '.', exist_ok=True)
+
+  ctx = {'backend': backend, 'torch': None}
+  if args.torch:
+    import torch
+    ctx['torch'] = torch
+    if on_gpu and torch.cuda.is_available():
+      ctx['device'] = torch.device('cuda')
+      torch.backends.cudnn.benchmark = True
+    else:
+      ctx['device'] = torch.device('cpu')
+      # Same cores as XLA's CPU backend, which uses all of them.
+      torch.set_num_threads(os.cpu_count() or 1)
+  device_kind = jax.devices()[0].device_kind
+  ctx['bf16_peak_tflops'] = args.peak_tflops or next(
+      (v for k, v in GPU_BF16_PEAK_TFLOPS.items() if k in device_kind), float('nan'))
+
+  results = {'size': args.size, 'repeats': args.repeats, 'warmup': args.warmup,
+             'remat': args.remat, 'environment': environment(ctx), 'rows': []}
+  if on_gpu:
+    results['environment']['bf16_peak_tflops'] = ctx['bf16_peak_tflops']
+  print(json.dumps(results['environment']), flush=True)
+
+  size = args.matmul_size or (8192 if on_gpu else 4096)
+  ctx['peaks'] = results['matmul'] = {d: matmul_peak(d, size) for d in dtypes}
+  if args.torch:
+    results['torch_matmul'] = {d: torch_matmul(ctx['torch'], ctx['device'], d, size)
+                               for d in dtypes}
+  for peak in results['matmul'].values():
+    print(f"matmul {peak['dtype']}: {peak['gflops_per_s']:.1f} GFLOP/s", flush=True)
+
+  cache = {}
+
+  def models(style, fresh=False):
+    """(torch model, Flax variables) with the same weights; `fresh` undoes
+    what earlier rows' training steps did to the torch model."""
+    if style not in cache:
+      cache.clear()  # one style's weights at a time
+      import torch as torch_module  # the weights come from the reference
+      torch_model = torch_reference(torch_module, style)
+      variables = flax_variables_from(torch_model, style)
+      initial = {k: v.clone() for k, v in torch_model.state_dict().items()}
+      if args.torch:
+        torch_model.to(ctx['device'])
+      cache[style] = (torch_model, variables, initial)
+    torch_model, variables, initial = cache[style]
+    if fresh and args.torch:
+      torch_model.load_state_dict(initial)
+    return torch_model, variables
+  ctx['models'] = models
+
+  def save():
+    with open(out, 'w') as f:
+      json.dump(results, f, indent=1)
+
+  def late():
+    return args.deadline is not None and time.perf_counter() - started > args.deadline
+
+  if args.profile and rows:
+    from pasnet_jax import profiling
+    spec = rows[0]
+    torch_model, variables = models(spec.style)
+    rng = np.random.default_rng(0)
+    runner = JaxRunner(spec, variables,
+                       rng.uniform(0, 255, (spec.batch, spec.frames, args.size, args.size, 3)
+                                   ).astype(np.float32),
+                       np.zeros(spec.batch, np.int32), remat=args.remat)
+    runner.compile()
+    profiling.trace_calls(lambda: runner.run(), (), args.profile, steps=3)
+    print(f'profile of {spec.label} written to {args.profile}', flush=True)
+    del runner
+
+  searched = False
+
+  def search_largest():
+    nonlocal searched
+    searched = True
+    search = args.largest_batch == 'on' or (args.largest_batch is None and on_gpu)
+    if search and not on_gpu and not args.memory_limit_gb:
+      # Host memory has no hard limit XLA knows of: a search there ends in
+      # the kernel's OOM killer, which may pick another process.
+      print('--largest-batch needs a GPU (or --memory-limit-gb); skipped', flush=True)
+      return
+    if not search or late():
+      return
+    spec = Spec(FULL, 'train', args.largest_batch_frames, 1,
+                'bfloat16' if on_gpu else 'float32')
+    print(f'[{time.perf_counter() - started:6.0f} s] largest batch, {spec.label}', flush=True)
+    if ctx.get('torch') is not None and on_gpu:
+      ctx['torch'].cuda.empty_cache()
+    try:
+      found = largest_batch(spec, args, ctx)
+    except Exception as error:  # noqa: BLE001
+      traceback.print_exc()
+      found = {**dataclasses.asdict(spec), 'error': str(error)[:300], 'bytes_per_clip': 0}
+    print(f'    {found}', flush=True)
+    results.setdefault('largest_batch', []).append(found)
+    save()
+
+  for index, spec in enumerate(rows):
+    if index == args.largest_batch_after and not searched:
+      search_largest()
+    if late():
+      print(f'deadline reached; skipping {spec.label}', flush=True)
+      results.setdefault('not_run', []).append(spec.label)
+      continue
+    print(f'[{time.perf_counter() - started:6.0f} s] {spec.label}', flush=True)
+    try:
+      row = run_row(spec, args, ctx)
+    except Exception as error:  # noqa: BLE001 - keep the rows measured so far
+      traceback.print_exc()
+      row = {**dataclasses.asdict(spec), 'error': f'{type(error).__name__}: {str(error)[:300]}'}
+    results['rows'].append(row)
+    j, t = row.get('jax', {}), row.get('torch', {})
+    print(f"    jax {_fmt(j.get('seconds'), '.3f')} s (compile {_fmt(j.get('compile_s'), '.1f')} s),"
+          f" torch {_fmt(t.get('seconds'), '.3f')} s, ratio {_fmt(row.get('jax_over_torch'))}",
+          flush=True)
+    save()
+
+  check = args.compile_check if args.compile_check is not None else ('' if on_gpu else '16')
+  checks = [int(k) for k in check.split(',') if k]
+  for frames in checks:
+    for remat in (False, True):
+      if late():
+        break
+      spec = Spec(FULL, 'train', frames, 1, 'bfloat16' if on_gpu else 'float32')
+      _, variables = models(FULL)
+      runner = JaxRunner(spec, variables,
+                         np.zeros((1, frames, args.size, args.size, 3), np.float32),
+                         np.zeros(1, np.int32), remat=remat)
+      seconds = runner.compile()
+      del runner
+      results.setdefault('compile_checks', []).append(
+          {**dataclasses.asdict(spec), 'remat': remat, 'compile_s': seconds})
+      print(f'compile {spec.label} remat={remat}: {seconds:.1f} s', flush=True)
+      save()
+
+  if not searched:
+    search_largest()
+
+  results['total_seconds'] = time.perf_counter() - started
+  save()
+  table = format_table(results)
+  print('\n' + table)
+  try:
+    plot(results, plot_path)
+    print(f'wrote {out} and {plot_path}')
+  except Exception:  # noqa: BLE001 - the JSON and table still stand
+    traceback.print_exc()
+    print(f'wrote {out} (plot failed)')
+
+
+if __name__ == '__main__':
+  main()
