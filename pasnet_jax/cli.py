@@ -1,13 +1,34 @@
 """What the command-line programs share: one clear line per known failure."""
 
 import contextlib
+import logging as python_logging
+import os
 import sys
 
 from absl import logging
 
+# TensorFlow (used only for tf.data) need not report its CPU features.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+_CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/jax/', '/flax/',
+                     '/tensorflow/')
+
 # Exit codes: 2 for bad input (config, data, checkpoint), 3 for a run that
 # stopped on SIGTERM/SIGINT after saving, 4 for a diverged (NaN) run.
 BAD_INPUT, PREEMPTED, DIVERGED = 2, 3, 4
+
+
+class _LibraryInfoFilter(python_logging.Filter):
+  """Keeps the libraries' warnings and errors, drops their routine INFO."""
+
+  def filter(self, record):
+    return record.levelno >= python_logging.WARNING or not any(
+        part in record.pathname for part in _CHATTY_LIBRARIES)
+
+
+def quiet_libraries() -> None:
+  """Leaves the console to this project's progress lines."""
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
 class UsageProblem(Exception):

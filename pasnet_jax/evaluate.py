@@ -23,7 +23,6 @@ from pasnet_jax import inference
 from pasnet_jax import metrics as metrics_lib
 from pasnet_jax import parallel
 from pasnet_jax import train
-from pasnet_jax.data import pipeline
 
 _WORKDIRS = flags.DEFINE_multi_string('workdir', None, 'Training run(s).',
                                       required=True)
@@ -37,14 +36,8 @@ _CROPS = flags.DEFINE_integer('eval_crops', 0, 'Spatial crops per clip '
 
 def scores_of(trained: inference.TrainedModel, mesh, clips: int, crops: int):
   config = trained.config
-  dataset = pipeline.load_dataset(config.dataset)
-  batches = pipeline.eval_batches(
-      dataset, split=config.dataset.eval_split, num_frames=config.frames,
-      image_size=config.image_size, short_side=config.eval_short_side,
-      batch_size=parallel.local_batch_size(config.eval_batch_size,
-                                           'eval_batch_size'),
-      clips=clips or config.eval_clips, crops=crops or config.eval_crops,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  batches = train.eval_batches(train.load_dataset(config.dataset), config,
+                               clips, crops)
   variables = jax.device_put(trained.variables, parallel.replicated_sharding(mesh))
   return train.evaluate(variables, batches, model=trained.model, mesh=mesh)
 
@@ -83,6 +76,7 @@ def evaluate_runs(workdirs, clips: int = 0, crops: int = 0) -> dict:
 
 def main(argv):
   del argv
+  cli.quiet_libraries()
   with cli.clean_errors():
     summary = evaluate_runs(_WORKDIRS.value, _CLIPS.value, _CROPS.value)
     title = 'ensemble of %d runs' % len(summary['runs']) if len(

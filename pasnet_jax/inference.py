@@ -10,6 +10,9 @@ import numpy as np
 
 from pasnet_jax import checkpoints
 from pasnet_jax import train
+from pasnet_jax.data import pipeline
+from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.data.video import decode_video
 from pasnet_jax.models.pasnet import PASNet
 
 
@@ -47,3 +50,18 @@ def load_trained(workdir: str) -> TrainedModel:
   return TrainedModel(model=model, variables=variables, config=config,
                       class_names=class_names, workdir=stage_dir,
                       step=int(results['step']))
+
+
+def clip_from_file(path: str, *, num_frames: int, image_size: int,
+                   short_side: int) -> np.ndarray:
+  """uint8 (K, S, S, 3): a video file sampled and cropped as for evaluation.
+
+  Raises DatasetError naming the file if it cannot be decoded.
+  """
+  frames, _ = decode_video(path, short_side=short_side)
+  try:
+    return pipeline.preprocess_for_prediction(
+        frames, num_frames=num_frames, image_size=image_size,
+        resize_size=short_side)
+  except ValueError as error:
+    raise DatasetError(f'{path}: {error}') from error

@@ -28,6 +28,7 @@ def main(argv):
   from pasnet_jax import train  # pylint: disable=g-import-not-at-top
   config = flags.FLAGS.config
   logging.info('Config:\n%s', config)
+  cli.quiet_libraries()
   with cli.clean_errors():
     train.train_and_evaluate(config, _WORKDIR.value)
 

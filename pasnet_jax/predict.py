@@ -12,7 +12,6 @@ import numpy as np
 
 from pasnet_jax import cli
 from pasnet_jax import inference
-from pasnet_jax.data import pipeline
 from pasnet_jax.data.errors import DatasetError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run.', required=True)
@@ -26,7 +25,7 @@ def predict_files(trained: inference.TrainedModel, paths, top: int):
       trained.model.apply(variables, video, train=False), axis=-1))
   for path in paths:
     try:
-      clip = pipeline.clip_from_file(path, num_frames=config.frames,
+      clip = inference.clip_from_file(path, num_frames=config.frames,
                                      image_size=config.image_size,
                                      short_side=config.eval_short_side)
     except DatasetError as error:
@@ -43,6 +42,7 @@ def main(argv):
   if not paths:
     raise app.UsageError('Give at least one video file.')
   failures = 0
+  cli.quiet_libraries()
   with cli.clean_errors():
     trained = inference.load_trained(_WORKDIR.value)
     for path, ranking, error in predict_files(trained, paths, _TOP.value):

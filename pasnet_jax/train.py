@@ -11,6 +11,7 @@ are split over the mesh axis "data", the state is replicated, and XLA adds
 the gradient all-reduce.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -26,13 +27,16 @@ import ml_collections
 import numpy as np
 import optax
 
+import tensorflow_datasets as tfds
+
 from pasnet_jax import checkpoints
 from pasnet_jax import metrics as metrics_lib
 from pasnet_jax import parallel
 from pasnet_jax.data import pipeline
+from pasnet_jax.data.errors import DatasetError
 from pasnet_jax.models import fusion as fusion_lib
 from pasnet_jax.models.fusion import Lambdas
-from pasnet_jax.models.pasnet import PASNet, STRIDE
+from pasnet_jax.models.pasnet import PASNet, STRIDE, init_variables
 
 PREEMPTED_EXIT_CODE = 3
 STRATEGIES = ('twice', 'conventional')
@@ -184,6 +188,70 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any,
                                parameter_labels(params, model))
 
 
+@dataclasses.dataclass
+class DatasetInfo:
+  builder: tfds.core.DatasetBuilder
+  class_names: list[str]
+  num_train_examples: int
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+def load_dataset(dataset_config: ml_collections.ConfigDict) -> DatasetInfo:
+  """The TFDS dataset of the config, built first if missing and allowed.
+
+  With several processes, process 0 builds while the others wait.
+  """
+  import pasnet_jax.data  # pylint: disable=g-import-not-at-top,unused-import  # registers the builders
+  name = dataset_config.name
+  if dataset_config.config:
+    name = f'{name}/{dataset_config.config}'
+  data_dir = dataset_config.data_dir or None
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as error:
+    raise DatasetError(f'Unknown dataset {name!r}: set --config.dataset.name '
+                       'to ucf101_frames, hmdb51_frames or synthetic_actions.'
+                       ) from error
+  except ValueError as error:
+    raise DatasetError(f'Unknown dataset config {name!r} ({error}); set '
+                       '--config.dataset.config.') from error
+  if not builder.is_prepared():
+    if not dataset_config.build:
+      raise DatasetError(f'{name} is not built in {builder.data_dir_root}; '
+                         'build it (README, "Datasets") or set '
+                         '--config.dataset.build=True.')
+    if jax.process_index() == 0:
+      logging.info('Building %s in %s', name, builder.data_dir_root)
+      download_config = tfds.download.DownloadConfig(
+          manual_dir=dataset_config.manual_dir or None)
+      builder.download_and_prepare(download_config=download_config)
+    parallel.sync(f'built {name}')
+    builder = tfds.builder(name, data_dir=data_dir)
+  splits = builder.info.splits
+  for split in (dataset_config.train_split, dataset_config.eval_split):
+    if split not in splits:
+      raise DatasetError(f'{name} has no split {split!r}; it has '
+                         + ', '.join(splits))
+  return DatasetInfo(builder=builder,
+                     class_names=list(builder.info.features['label'].names),
+                     num_train_examples=splits[dataset_config.train_split].num_examples)
+
+
+def eval_batches(dataset: DatasetInfo, config: ml_collections.ConfigDict,
+                 clips: int | None = None, crops: int | None = None):
+  """This process's evaluation batches (numpy), padded and masked."""
+  return tfds.as_numpy(pipeline.make_eval_dataset(
+      dataset.builder, num_frames=config.frames, image_size=config.image_size,
+      batch_size=parallel.local_batch_size(config.eval_batch_size,
+                                           'eval_batch_size'),
+      split=config.dataset.eval_split, resize_size=config.eval_short_side,
+      num_clips=clips or config.eval_clips, num_crops=crops or config.eval_crops,
+      process_index=jax.process_index(), process_count=jax.process_count()))
+
+
 def _cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
@@ -198,9 +266,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
   """
   rng = jax.random.fold_in(state.rng, state.step)
 
-  def microbatch_grads(carry, micro):
-    grads_sum, batch_stats, loss_sum, correct_sum, index = carry
-
+  def microbatch_grads(params, batch_stats, micro, index):
     def loss_fn(params):
       logits, updates = model.apply(
           {'params': params, 'batch_stats': batch_stats}, micro['video'],
@@ -208,30 +274,30 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
           mutable=['batch_stats'])
       loss = jnp.mean(_cross_entropy(logits, micro['label']))
       return loss, (updates['batch_stats'], logits)
-
     (loss, (batch_stats, logits)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+        loss_fn, has_aux=True)(params)
     correct = jnp.sum(jnp.argmax(logits, -1) == micro['label'])
-    grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
-    return (grads_sum, batch_stats, loss_sum + loss, correct_sum + correct,
-            index + 1), None
+    return grads, batch_stats, loss, correct
 
-  def split(x):
+  def microbatch(x, index):
     # Microbatch j takes rows j, j + A, j + 2A, ...: every microbatch then
     # spans all devices, since rows are split over devices in order.
-    x = x.reshape(x.shape[0] // accumulation_steps, accumulation_steps,
-                  *x.shape[1:])
-    x = jnp.moveaxis(x, 1, 0)
-    spec = jax.sharding.PartitionSpec(None, parallel.DATA_AXIS)
+    x = x[index::accumulation_steps]
     return jax.lax.with_sharding_constraint(
-        x, jax.sharding.NamedSharding(mesh, spec))
+        x, jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS)))
 
-  micro = {'video': split(batch['video']), 'label': split(batch['label'])}
-  zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-  init = (zeros, state.batch_stats, jnp.zeros(()), jnp.zeros((), jnp.int32),
-          jnp.zeros((), jnp.int32))
-  (grads_sum, batch_stats, loss_sum, correct, _), _ = jax.lax.scan(
-      microbatch_grads, init, micro)
+  # A Python loop rather than lax.scan: XLA's CPU backend runs convolutions
+  # inside a loop body several times slower than unrolled ones.
+  grads_sum, batch_stats = None, state.batch_stats
+  loss_sum, correct = 0.0, 0
+  for index in range(accumulation_steps):
+    micro = {name: microbatch(batch[name], index) for name in ('video', 'label')}
+    grads, batch_stats, loss, micro_correct = microbatch_grads(
+        state.params, batch_stats, micro, index)
+    grads_sum = grads if grads_sum is None else jax.tree_util.tree_map(
+        jnp.add, grads_sum, grads)
+    loss_sum, correct = loss_sum + loss, correct + micro_correct
   grads = jax.tree_util.tree_map(lambda g: g / accumulation_steps, grads_sum)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -428,7 +494,7 @@ def _write_results(workdir: str, summary: dict, class_names, extra: dict) -> dic
 
 
 def train_stage(config: ml_collections.ConfigDict, workdir: str,
-                sources: list[tuple[str, dict]], dataset: pipeline.DatasetInfo,
+                sources: list[tuple[str, dict]], dataset: DatasetInfo,
                 mesh: jax.sharding.Mesh) -> dict:
   """Trains one stage in `workdir`, resuming if it holds checkpoints."""
   _check_workdir(workdir)
@@ -436,14 +502,9 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
   model = create_model(config.model, dataset.num_classes)
   frames, size = config.frames, config.image_size
   local_batch = parallel.local_batch_size(config.batch_size)
-  local_eval_batch = parallel.local_batch_size(config.eval_batch_size,
-                                               'eval_batch_size')
   schedule = learning_rate_schedule(config, config.optimizer.learning_rate)
 
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, state_rng = jax.random.split(rng)
-  example = jnp.zeros((1, frames, size, size, 3), jnp.float32)
-  fresh = jax.jit(model.init)(init_rng, example)
+  fresh = init_variables(model, config.seed, (1, frames, size, size, 3))
   variables, report = checkpoints.merge_initial(
       fresh, _drop_mismatched_classifier(sources, dataset.num_classes))
   for line in report:
@@ -452,16 +513,16 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
   state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                      batch_stats=variables['batch_stats'],
                      opt_state=optimizer.init(variables['params']),
-                     rng=state_rng)
+                     rng=jax.random.PRNGKey(config.seed))
   state = jax.device_put(state, parallel.replicated_sharding(mesh))
 
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
-  data_position = 0
+  batches_taken = 0
   latest = manager.latest_step()
   if latest is not None:
     state, data_state = checkpoints.restore(manager, latest,
                                             checkpoints.abstract_like(state))
-    data_position = int(data_state['position'])
+    batches_taken = int(data_state['batches_taken'])
     logging.info('Resuming %s from step %d (checkpoint %s/%d)', workdir, latest,
                  manager.directory, latest)
   start_step = int(state.step)
@@ -473,22 +534,17 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
   eval_fn = jax.jit(functools.partial(eval_step, model=model))
 
   def run_eval(state) -> dict:
-    eval_batches = pipeline.eval_batches(
-        dataset, split=config.dataset.eval_split, num_frames=frames,
-        image_size=size, short_side=config.eval_short_side,
-        batch_size=local_eval_batch, clips=config.eval_clips,
-        crops=config.eval_crops, process_index=jax.process_index(),
-        process_count=jax.process_count())
     scores, labels = evaluate({'params': state.params,
-                               'batch_stats': state.batch_stats}, eval_batches,
-                              model=model, mesh=mesh, eval_fn=eval_fn)
+                               'batch_stats': state.batch_stats},
+                              eval_batches(dataset, config), model=model,
+                              mesh=mesh, eval_fn=eval_fn)
     return metrics_lib.summarize(scores, labels, dataset.class_names)
 
-  train_batches = pipeline.train_batches(
-      dataset, split=config.dataset.train_split, num_frames=frames,
-      image_size=size, batch_size=local_batch, seed=config.seed,
-      start_position=data_position, process_index=jax.process_index(),
-      process_count=jax.process_count())
+  train_batches = iter(tfds.as_numpy(pipeline.make_train_dataset(
+      dataset.builder, num_frames=frames, image_size=size,
+      batch_size=local_batch, seed=config.seed,
+      split=config.dataset.train_split, process_index=jax.process_index(),
+      process_count=jax.process_count(), start_batch=batches_taken)))
   steps_per_epoch = dataset.num_train_examples / config.batch_size
   progress = _Progress(workdir, config.num_train_steps, config.batch_size,
                        start_step)
@@ -506,6 +562,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
       if step == start_step + 2 and profile_until > 0 and jax.process_index() == 0:
         jax.profiler.start_trace(os.path.join(workdir, 'profile'))
       local = next(train_batches)
+      local.pop('mask')
       state, step_metrics = step_fn(state, parallel.global_batch(local, mesh))
       if step == profile_until + 1 and jax.process_index() == 0:
         jax.profiler.stop_trace()
@@ -518,7 +575,6 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
             f'Loss became {loss} at step {step}; stopped. The last good '
             f'checkpoint is step {kept} in {manager.directory}. Lower '
             '--config.optimizer.learning_rate or check the input data.')
-      position = data_position + (step - start_step) * local_batch
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
         progress.train(step, {k: float(v) for k, v in step_metrics.items()},
                        float(schedule(step - 1)), steps_per_epoch)
@@ -533,7 +589,9 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
         progress.scalars(step, {f'eval/{k}': v for k, v in evaluated.items()})
       if (evaluated or step % config.checkpoint_every_steps == 0 or
           signals.received):
-        checkpoints.save(manager, step, state, {'position': position}, evaluated)
+        checkpoints.save(manager, step, state,
+                         {'batches_taken': batches_taken + step - start_step},
+                         evaluated)
       if signals.received:
         manager.wait_until_finished()
         raise Preempted(f'{signals.received} received: saved step {step} in '
@@ -568,7 +626,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   _check_workdir(workdir)
   mesh = parallel.make_mesh()
-  dataset = pipeline.load_dataset(config.dataset)
+  dataset = load_dataset(config.dataset)
 
   if config.strategy == 'conventional':
     sources = _initial_sources(config, 2, workdir)

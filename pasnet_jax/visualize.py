@@ -17,7 +17,6 @@ import numpy as np
 
 from pasnet_jax import cli
 from pasnet_jax import inference
-from pasnet_jax.data import pipeline
 from pasnet_jax.models.pasnet import PASNet
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run.', required=True)
@@ -74,10 +73,11 @@ def draw(frames: np.ndarray, rows, title: str, path: str) -> None:
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError('Give exactly one video file.')
+  cli.quiet_libraries()
   with cli.clean_errors():
     trained = inference.load_trained(_WORKDIR.value)
     config = trained.config
-    clip = pipeline.clip_from_file(argv[1], num_frames=config.frames,
+    clip = inference.clip_from_file(argv[1], num_frames=config.frames,
                                    image_size=config.image_size,
                                    short_side=config.eval_short_side)
     if trained.model.fusion == 'A':

@@ -20,6 +20,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 from pasnet_jax import parallel  # pylint: disable=g-import-not-at-top
 from pasnet_jax import train  # pylint: disable=g-import-not-at-top
+from pasnet_jax.models.pasnet import init_variables  # pylint: disable=g-import-not-at-top
 
 GLOBAL_BATCH, FRAMES, SIZE, CLASSES, STEPS = 4, 2, 64, 5, 2
 
@@ -51,7 +52,7 @@ def main():
   video = rng.uniform(0, 255, (STEPS, GLOBAL_BATCH, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
   labels = rng.integers(0, CLASSES, (STEPS, GLOBAL_BATCH)).astype(np.int32)
 
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), video[0, :1])
+  variables = init_variables(model, 0, video[0, :1].shape)
   optimizer = train.create_optimizer(
       config, variables['params'], model,
       train.learning_rate_schedule(config, config.optimizer.learning_rate))

@@ -12,7 +12,7 @@ import torch
 from pasnet_jax.models import fusion as fusion_lib
 from pasnet_jax.models import layers
 from pasnet_jax.models.appearance import Appearance
-from pasnet_jax.models.pasnet import PASNet
+from pasnet_jax.models.pasnet import PASNet, init_variables
 from pasnet_jax.models.pose import OpenPose
 from pasnet_jax.models.spatiotemporal import Spatiotemporal
 from tests.conftest import random_variables
@@ -284,3 +284,28 @@ def test_remat_changes_memory_not_results(video):
   np.testing.assert_allclose(
       OpenPose(remat=True).apply(pose_variables, frames)['implicit'],
       OpenPose().apply(pose_variables, frames)['implicit'], rtol=1e-5, atol=1e-5)
+
+
+def test_fast_init_draws_what_model_init_draws():
+  model = PASNet(NUM_CLASSES, fusion='conv(A,I,F)')
+  ours = init_variables(model, 0, VIDEO_SHAPE)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct(VIDEO_SHAPE, jnp.float32))
+  assert (jax.tree_util.tree_structure(ours) ==
+          jax.tree_util.tree_structure(shapes))
+  jax.tree_util.tree_map(lambda a, b: (a.shape, a.dtype) == (b.shape, b.dtype)
+                         or pytest.fail(f'{a.shape} != {b.shape}'), ours, shapes)
+  kernel = ours['params']['pose']['Mconv1_stage6_L1']['kernel']
+  expected = np.sqrt(1.0 / np.prod(kernel.shape[:-1]))
+  assert abs(kernel.std() / expected - 1) < 0.02
+  assert np.abs(kernel).max() <= 2 * expected / 0.8796 + 1e-6
+  assert np.all(ours['batch_stats']['appearance']['conv1_7x7_s2_bn']['var'] == 1)
+  assert np.all(ours['params']['classifier']['bias'] == 0)
+  fusion_kernel = ours['params']['fusion']['conv']['kernel']
+  np.testing.assert_array_equal(fusion_kernel[0, 0, :96], np.eye(96))
+  assert np.all(fusion_kernel[0, 0, 96:] == 0)
+  # Seeded: the same seed gives the same weights, another seed others.
+  again = init_variables(model, 0, VIDEO_SHAPE)
+  np.testing.assert_array_equal(kernel, again['params']['pose']['Mconv1_stage6_L1']['kernel'])
+  other = init_variables(model, 1, VIDEO_SHAPE)
+  assert not np.array_equal(kernel, other['params']['pose']['Mconv1_stage6_L1']['kernel'])

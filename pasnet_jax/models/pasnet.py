@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pasnet_jax.models import fusion as fusion_lib
 from pasnet_jax.models.appearance import Appearance
@@ -106,3 +107,40 @@ class PASNet(nn.Module):
   def features(self, video: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     """Every intermediate map; see __call__."""
     return self(video, train=train, return_features=True)
+
+
+def _truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndarray:
+  """Normal samples redrawn until inside +-2 sigma, scaled to `stddev`."""
+  values = rng.standard_normal(shape, dtype=np.float32)
+  outside = np.abs(values) > 2
+  while outside.any():
+    values[outside] = rng.standard_normal(int(outside.sum()), dtype=np.float32)
+    outside = np.abs(values) > 2
+  # The standard deviation of a unit normal truncated at +-2.
+  return values * np.float32(stddev / 0.87962566103423978)
+
+
+def init_variables(model: PASNet, seed: int, video_shape: tuple[int, ...]) -> dict:
+  """Initial variables with the distributions `model.init` draws, fast.
+
+  `model.init` compiles the whole network together with every initialiser,
+  which takes minutes on a small CPU; this draws the same distributions
+  (LeCun truncated normal kernels, zero biases, unit scales, the fusion
+  conv's pass-through) with numpy, after a shape-only trace.
+  """
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct(video_shape, jnp.float32))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    names = [str(getattr(p, 'key', p)) for p in path]
+    shape, kind = leaf.shape, names[-1]
+    if kind == 'kernel' and names[1] == 'fusion' and model.fusion_conv_init == 'identity':
+      return np.asarray(fusion_lib.pass_through_init(None, shape))
+    if kind == 'kernel':
+      return _truncated_normal(rng, shape, np.sqrt(1.0 / np.prod(shape[:-1])))
+    if kind in ('scale', 'var'):
+      return np.ones(shape, np.float32)
+    return np.zeros(shape, np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
