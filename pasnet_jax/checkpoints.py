@@ -80,10 +80,11 @@ def _is_run_workdir(path: str) -> bool:
   return os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
 
 
-def load_variables(path: str) -> dict:
+def load_variables(path: str, which: str = 'best') -> dict:
   """{'params', 'batch_stats'} from a converted checkpoint or a run's workdir.
 
-  A run's workdir gives its best checkpoint (by eval top-1), else its latest.
+  A run's workdir gives its best checkpoint (by eval top-1; the latest if
+  none was evaluated), or with which='latest' its latest.
   """
   if not os.path.exists(path):
     raise CheckpointError(f'Initial weights {path} do not exist; give a '
@@ -96,7 +97,7 @@ def load_variables(path: str) -> dict:
                                       item_names=('state', 'data'),
                                       options=ocp.CheckpointManagerOptions(
                                           read_only=True))
-      step = best_step(manager)
+      step = best_step(manager) if which == 'best' else manager.latest_step()
       if step is None:
         raise CheckpointError(f'Workdir {path} holds no complete checkpoint.')
       restored = manager.restore(step, args=ocp.args.Composite(

@@ -24,15 +24,6 @@ from pasnet_jax import metrics as metrics_lib
 from pasnet_jax import parallel
 from pasnet_jax import train
 
-_WORKDIRS = flags.DEFINE_multi_string('workdir', None, 'Training run(s).',
-                                      required=True)
-_OUT = flags.DEFINE_string('out', '', 'Where to write the results JSON (and the '
-                           'confusion matrix beside it); default: print only.')
-_CLIPS = flags.DEFINE_integer('eval_clips', 0, 'Temporal clips per video '
-                              '(0: as the run was configured).')
-_CROPS = flags.DEFINE_integer('eval_crops', 0, 'Spatial crops per clip '
-                              '(0: as the run was configured).')
-
 
 def scores_of(trained: inference.TrainedModel, mesh, clips: int, crops: int):
   config = trained.config
@@ -74,11 +65,23 @@ def evaluate_runs(workdirs, clips: int = 0, crops: int = 0) -> dict:
   return summary
 
 
+def define_flags():
+  """Flags of this program, defined only when it runs as one."""
+  flags.DEFINE_multi_string('workdir', None, 'Training run(s).',
+      required=True)
+  flags.DEFINE_string('out', '', 'Where to write the results JSON (and the '
+      'confusion matrix beside it); default: print only.')
+  flags.DEFINE_integer('eval_clips', 0, 'Temporal clips per video '
+      '(0: as the run was configured).')
+  flags.DEFINE_integer('eval_crops', 0, 'Spatial crops per clip '
+      '(0: as the run was configured).')
+
+
 def main(argv):
   del argv
   cli.quiet_libraries()
   with cli.clean_errors():
-    summary = evaluate_runs(_WORKDIRS.value, _CLIPS.value, _CROPS.value)
+    summary = evaluate_runs(flags.FLAGS.workdir, flags.FLAGS.eval_clips, flags.FLAGS.eval_crops)
     title = 'ensemble of %d runs' % len(summary['runs']) if len(
         summary['runs']) > 1 else 'single run'
     print(f'{title}: top-1 {summary["top1"]:.4f}  top-5 {summary["top5"]:.4f}  '
@@ -87,15 +90,16 @@ def main(argv):
     for run in summary['runs']:
       print(f'  {run["workdir"]}: K={run["frames"]} {run["fusion"]} '
             f'top-1 {run["top1"]:.4f}')
-    if _OUT.value and jax.process_index() == 0:
-      directory = os.path.dirname(os.path.abspath(_OUT.value))
+    if flags.FLAGS.out and jax.process_index() == 0:
+      directory = os.path.dirname(os.path.abspath(flags.FLAGS.out))
       os.makedirs(directory, exist_ok=True)
       metrics_lib.write_confusion_matrix(summary['confusion_matrix'],
                                          list(summary['per_class_accuracy']),
                                          directory, title)
       checkpoints.write_json_atomically(
-          _OUT.value, {k: v for k, v in summary.items() if k != 'confusion_matrix'})
+          flags.FLAGS.out, {k: v for k, v in summary.items() if k != 'confusion_matrix'})
 
 
 if __name__ == '__main__':
+  define_flags()
   sys.exit(app.run(main))

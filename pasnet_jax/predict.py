@@ -14,9 +14,6 @@ from pasnet_jax import cli
 from pasnet_jax import inference
 from pasnet_jax.data.errors import DatasetError
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run.', required=True)
-_TOP = flags.DEFINE_integer('top', 5, 'How many classes to print.')
-
 
 def predict_files(trained: inference.TrainedModel, paths, top: int):
   """Yields (path, [(class name, probability)] or None, error message or None)."""
@@ -37,6 +34,12 @@ def predict_files(trained: inference.TrainedModel, paths, top: int):
                  for i in order], None
 
 
+def define_flags():
+  """Flags of this program, defined only when it runs as one."""
+  flags.DEFINE_string('workdir', None, 'Training run.', required=True)
+  flags.DEFINE_integer('top', 5, 'How many classes to print.')
+
+
 def main(argv):
   paths = argv[1:]
   if not paths:
@@ -44,8 +47,8 @@ def main(argv):
   failures = 0
   cli.quiet_libraries()
   with cli.clean_errors():
-    trained = inference.load_trained(_WORKDIR.value)
-    for path, ranking, error in predict_files(trained, paths, _TOP.value):
+    trained = inference.load_trained(flags.FLAGS.workdir)
+    for path, ranking, error in predict_files(trained, paths, flags.FLAGS.top):
       if error:
         failures += 1
         sys.stderr.write(f'error: {error}\n')
@@ -57,4 +60,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   sys.exit(app.run(main))

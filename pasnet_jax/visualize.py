@@ -19,9 +19,6 @@ from pasnet_jax import cli
 from pasnet_jax import inference
 from pasnet_jax.models.pasnet import PASNet
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run.', required=True)
-_OUT = flags.DEFINE_string('out', 'pasnet_maps.png', 'Output PNG.')
-
 
 def feature_rows(features: dict) -> list[tuple[str, np.ndarray]]:
   """(title, (K, h, w) map) for each row of the figure after the frames."""
@@ -70,18 +67,24 @@ def draw(frames: np.ndarray, rows, title: str, path: str) -> None:
   os.replace(temporary, path)
 
 
+def define_flags():
+  """Flags of this program, defined only when it runs as one."""
+  flags.DEFINE_string('workdir', None, 'Training run.', required=True)
+  flags.DEFINE_string('out', 'pasnet_maps.png', 'Output PNG.')
+
+
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError('Give exactly one video file.')
   cli.quiet_libraries()
   with cli.clean_errors():
-    trained = inference.load_trained(_WORKDIR.value)
+    trained = inference.load_trained(flags.FLAGS.workdir)
     config = trained.config
     clip = inference.clip_from_file(argv[1], num_frames=config.frames,
                                    image_size=config.image_size,
                                    short_side=config.eval_short_side)
     if trained.model.fusion == 'A':
-      raise cli.UsageProblem(f'{_WORKDIR.value} has no pose branch (fusion '
+      raise cli.UsageProblem(f'{flags.FLAGS.workdir} has no pose branch (fusion '
                              '"A"): nothing to draw but the frames.')
     features = jax.device_get(trained.model.apply(
         trained.variables, clip[None], train=False, method=PASNet.features))
@@ -90,9 +93,10 @@ def main(argv):
     title = (f'{os.path.basename(argv[1])}: {trained.class_names[best]} '
              f'({probabilities[best] / probabilities.sum():.2f}), fusion '
              f'{trained.model.fusion}')
-    draw(np.asarray(clip, np.uint8), feature_rows(features), title, _OUT.value)
-    print(f'wrote {_OUT.value}')
+    draw(np.asarray(clip, np.uint8), feature_rows(features), title, flags.FLAGS.out)
+    print(f'wrote {flags.FLAGS.out}')
 
 
 if __name__ == '__main__':
+  define_flags()
   sys.exit(app.run(main))
