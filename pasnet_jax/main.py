@@ -22,6 +22,19 @@ config_flags.DEFINE_config_file('config', None, 'Training config file.',
                                 lock_config=True)
 
 
+def parse_flags(argv):
+  """absl's parsing, with a one-line error for an unknown config key."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    sys.stderr.write(f'error: {error}\n')
+  except (KeyError, AttributeError) as error:
+    detail = str(error.args[0] if error.args else error).replace('\n', ' ')
+    sys.stderr.write(f'error: unknown config key {detail}; see configs/default.py '
+                     'for the keys there are.\n')
+  sys.exit(cli.BAD_INPUT)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
@@ -35,4 +48,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  sys.exit(app.run(main))
+  sys.exit(app.run(main, flags_parser=parse_flags))

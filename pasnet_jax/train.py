@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from pasnet_jax import checkpoints
 from pasnet_jax import metrics as metrics_lib
 from pasnet_jax import parallel
+from pasnet_jax import profiling
 from pasnet_jax.data import pipeline
 from pasnet_jax.data.errors import DatasetError
 from pasnet_jax.models import fusion as fusion_lib
@@ -556,17 +557,18 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
                jax.process_count())
 
   summary = None
-  profile_until = start_step + config.profile_steps if config.profile_steps else -1
+  # The first step compiles: trace from the second one on.
+  tracer = profiling.StepTracer(os.path.join(workdir, 'profile'),
+                                first_step=start_step + 2,
+                                steps=config.profile_steps,
+                                enabled=jax.process_index() == 0)
   with _SignalFlag() as signals:
     for step in range(start_step + 1, config.num_train_steps + 1):
-      if step == start_step + 2 and profile_until > 0 and jax.process_index() == 0:
-        jax.profiler.start_trace(os.path.join(workdir, 'profile'))
+      tracer.before(step)
       local = next(train_batches)
       local.pop('mask')
       state, step_metrics = step_fn(state, parallel.global_batch(local, mesh))
-      if step == profile_until + 1 and jax.process_index() == 0:
-        jax.profiler.stop_trace()
-        logging.info('Profile written to %s', os.path.join(workdir, 'profile'))
+      tracer.after(step, step_metrics)
       loss = float(step_metrics['loss'])
       if not np.isfinite(loss):
         manager.wait_until_finished()
@@ -596,6 +598,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
         manager.wait_until_finished()
         raise Preempted(f'{signals.received} received: saved step {step} in '
                         f'{manager.directory}; run the same command to resume.')
+  tracer.close()
   manager.wait_until_finished()
 
   if summary is None:

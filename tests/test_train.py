@@ -74,7 +74,7 @@ def uninterrupted(tmp_path_factory, tiny_dataset):
   workdir = str(tmp_path_factory.mktemp('uninterrupted'))
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(train, 'load_dataset', lambda dataset_config: tiny_dataset)
-    results = train.train_and_evaluate(small_config(), workdir)
+    results = train.train_and_evaluate(small_config(profile_steps=1), workdir)
   return workdir, results
 
 
@@ -107,6 +107,9 @@ def test_results_count_every_test_video_once(uninterrupted):
   for name in ('confusion_matrix.png', 'confusion_matrix.csv', 'config.json'):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  traces = [name for _, _, names in os.walk(os.path.join(workdir, 'profile'))
+            for name in names if name.endswith(('.xplane.pb', '.trace.json.gz'))]
+  assert traces
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
