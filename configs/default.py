@@ -129,3 +129,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.distributed.timeout_seconds = 300
 
   return config
+
+
+def video_dataset_config(dataset_name: str, arg: str) -> ml_collections.ConfigDict:
+  """Defaults for an official video dataset, with 'split=,frames=,fusion=' args."""
+  options = parse_options(arg, {'split': '1', 'frames': '16',
+                                'fusion': 'A+pool(I)+pool(F)'})
+  config = get_config()
+  config.dataset.name = dataset_name
+  config.dataset.config = f'split{options["split"]}'
+  config.frames = int(options['frames'])
+  config.model.fusion = options['fusion']
+  return config

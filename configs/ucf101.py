@@ -7,11 +7,4 @@ from configs import default
 
 
 def get_config(arg: str = ''):
-  options = default.parse_options(arg, {'split': '1', 'frames': '16',
-                                        'fusion': 'A+pool(I)+pool(F)'})
-  config = default.get_config()
-  config.dataset.name = 'ucf101_frames'
-  config.dataset.config = f'split{options["split"]}'
-  config.frames = int(options['frames'])
-  config.model.fusion = options['fusion']
-  return config
+  return default.video_dataset_config('ucf101_frames', arg)

@@ -1,0 +1,35 @@
+"""Every shipped config is valid, and config arguments parse as documented."""
+
+import pytest
+
+from configs import default, hmdb51, synthetic, ucf101
+from pasnet_jax import train
+
+
+@pytest.mark.parametrize('module', [default, ucf101, hmdb51, synthetic])
+def test_shipped_configs_validate(module):
+  train.validate_config(module.get_config())
+
+
+def test_config_arguments_keep_commas_inside_fusion_names():
+  config = ucf101.get_config('split=3,frames=32,fusion=conv(A,I,F)')
+  assert config.dataset.config == 'split3'
+  assert config.frames == 32
+  assert config.model.fusion == 'conv(A,I,F)'
+  assert hmdb51.get_config('fusion=A').dataset.name == 'hmdb51_frames'
+
+
+def test_unknown_config_argument_lists_the_valid_ones():
+  with pytest.raises(ValueError, match="Unknown config argument 'splits'; valid: frames, fusion, split"):
+    ucf101.get_config('splits=2')
+
+
+def test_paper_defaults():
+  config = ucf101.get_config()
+  assert (config.frames, config.image_size) == (16, 224)
+  assert config.optimizer.momentum == 0.9
+  assert config.optimizer.weight_decay == 5e-4
+  assert config.optimizer.learning_rate == 0.001
+  assert config.model.dropout == 0.3
+  assert config.optimizer.clip_norm == 50
+  assert config.batch_size == 64
