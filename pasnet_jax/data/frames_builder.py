@@ -93,8 +93,18 @@ def _encode_video(task: _VideoTask):
   }
 
 
-def _worker_count() -> int:
-  return len(os.sched_getaffinity(0))
+def map_in_workers(function, tasks: list, description: str):
+  """Yields function(task) for all tasks, in any order, from one worker
+  process per core, with a progress bar. `function` must be importable."""
+  if not tasks:
+    return
+  # Spawned, not forked: the parent may hold TensorFlow threads, and a fork
+  # of a threaded process can deadlock.
+  context = multiprocessing.get_context('spawn')
+  workers = min(len(os.sched_getaffinity(0)), len(tasks))
+  with context.Pool(workers) as pool:
+    yield from tqdm.tqdm(pool.imap_unordered(function, tasks),
+                         total=len(tasks), unit='video', desc=description)
 
 
 class VideoFramesBuilder(tfds.core.GeneratorBasedBuilder,
@@ -167,20 +177,12 @@ class VideoFramesBuilder(tfds.core.GeneratorBasedBuilder,
       else:
         tasks.append(_VideoTask(ref, item))
 
-    if tasks:
-      # Spawned, not forked: the parent may hold TensorFlow threads, and a
-      # fork of a threaded process can deadlock.
-      context = multiprocessing.get_context('spawn')
-      with context.Pool(min(_worker_count(), len(tasks))) as pool:
-        results = pool.imap_unordered(_encode_video, tasks)
-        progress = tqdm.tqdm(results, total=len(tasks), unit='video',
-                             desc=f'{self.name} {split}: decoding videos')
-        for task, result in progress:
-          if isinstance(result, str):
-            failures.append((task.listed.name, result))
-            progress.set_postfix(failed=len(failures))
-          else:
-            yield task.listed.name, result
+    for task, result in map_in_workers(
+        _encode_video, tasks, f'{self.name} {split}: decoding videos'):
+      if isinstance(result, str):
+        failures.append((task.listed.name, result))
+      else:
+        yield task.listed.name, result
 
     report = failure_report_path(self, split)
     _write_report(report, failures, total=len(listed), split=split)
