@@ -55,6 +55,15 @@ def failure_report_path(builder: tfds.core.DatasetBuilder, split: str
   return root / f'failures-{builder.version}-{split}.tsv'
 
 
+def use_array_record_unless_told(builder: tfds.core.DatasetBuilder,
+                                 file_format) -> None:
+  """Makes ArrayRecord the format of a dataset not yet built, unless the
+  caller chose one: random access lets the input pipeline read examples by
+  index, which makes its position a number a resumed run can restore."""
+  if file_format is None and not builder.data_path.exists():
+    builder.info.set_file_format('array_record', override=True)
+
+
 @dataclasses.dataclass
 class SplitConfig(tfds.core.BuilderConfig):
   """One of the three official train/test splits."""
@@ -126,10 +135,7 @@ class VideoFramesBuilder(tfds.core.GeneratorBasedBuilder,
 
   def __init__(self, *, file_format=None, **kwargs):
     super().__init__(file_format=file_format, **kwargs)
-    if file_format is None and not self.data_path.exists():
-      # Random access lets the input pipeline read examples by index, which
-      # makes its position a number that a resumed run can restore.
-      self.info.set_file_format('array_record', override=True)
+    use_array_record_unless_told(self, file_format)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -49,9 +49,8 @@ def load_builder(dataset, data_dir: str | None = None
       raise DatasetError(f'Unknown dataset {dataset!r} ({e}).') from e
   if not builder.is_prepared():
     raise DatasetError(
-        f'{builder.name}/{builder.builder_config.name if builder.builder_config else ""} '
-        f'is not prepared in {builder.data_dir_root}: build it first (see the '
-        'README, "Datasets").')
+        f'{builder.info.full_name} is not prepared in {builder.data_dir_root}: '
+        'build it first (see the README, "Datasets").')
   return builder
 
 

@@ -410,9 +410,7 @@ class SyntheticActions(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, file_format=None, **kwargs):
     super().__init__(file_format=file_format, **kwargs)
-    if file_format is None and not self.data_path.exists():
-      # As for the video builders: the pipeline reads examples by index.
-      self.info.set_file_format('array_record', override=True)
+    frames_builder.use_array_record_unless_told(self, file_format)
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = frames_builder.frame_features(
