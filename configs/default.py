@@ -88,6 +88,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.stage1.learning_rate = 0.001
 
   config.optimizer = ml_collections.ConfigDict()
+  # "sgd" (the paper's) or "adam" (for training from random weights).
+  config.optimizer.name = 'sgd'
   config.optimizer.learning_rate = 0.001
   config.optimizer.momentum = 0.9
   config.optimizer.nesterov = False

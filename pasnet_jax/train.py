@@ -41,6 +41,7 @@ from pasnet_jax.models.pasnet import PASNet, STRIDE, init_variables
 
 PREEMPTED_EXIT_CODE = 3
 STRATEGIES = ('twice', 'conventional')
+OPTIMIZERS = ('sgd', 'adam')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # Config keys that decide the shapes of the saved state: a workdir written
 # with other values cannot be resumed.
@@ -93,6 +94,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f'frames={config.frames}: need at least one frame (K >= 1)')
   if config.strategy not in STRATEGIES:
     problems.append(f'strategy={config.strategy!r}; valid: {", ".join(STRATEGIES)}')
+  if config.optimizer.name not in OPTIMIZERS:
+    problems.append(f'optimizer.name={config.optimizer.name!r}; valid: '
+                    + ', '.join(OPTIMIZERS))
   if config.model.dtype not in DTYPES:
     problems.append(f'model.dtype={config.model.dtype!r}; valid: '
                     + ', '.join(DTYPES))
@@ -176,14 +180,20 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
 def create_optimizer(config: ml_collections.ConfigDict, params: Any,
                      model: PASNet, schedule: optax.Schedule
                      ) -> optax.GradientTransformation:
-  """ECO-pytorch's SGD: clip the gradient norm, decay kernels, momentum."""
+  """ECO-pytorch's SGD: clip the gradient norm, decay kernels, momentum.
+
+  "adam" replaces the momentum step, for training from random weights.
+  """
   opt = config.optimizer
   kernels_only = jax.tree_util.tree_map_with_path(
       lambda path, _: str(getattr(path[-1], 'key', '')) == 'kernel', params)
+  if opt.name == 'sgd':
+    step = optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov)
+  else:
+    step = optax.adam(schedule)
   trainable = optax.chain(
       optax.clip_by_global_norm(opt.clip_norm),
-      optax.add_decayed_weights(opt.weight_decay, mask=kernels_only),
-      optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov))
+      optax.add_decayed_weights(opt.weight_decay, mask=kernels_only), step)
   return optax.multi_transform({'trainable': trainable,
                                 'frozen': optax.set_to_zero()},
                                parameter_labels(params, model))
