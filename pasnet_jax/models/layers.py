@@ -109,6 +109,54 @@ class BatchNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+# XLA's CPU backend computes 3D convolutions, and above all their gradients,
+# about half as fast as 2D ones (measured: 0.84 s against 0.38 s for one
+# 3 x 3 x 3, 128-channel forward and backward pass at 16 x 28 x 28 on two
+# cores). There a 3D convolution runs as a sum over its temporal taps of
+# 2D convolutions with time folded into the batch; the result is the same
+# up to float rounding. Set False to use XLA's 3D convolution everywhere.
+CONV3D_AS_2D_ON_CPU = True
+
+
+class ConvParams(nn.Module):
+  """The kernel and bias of an nn.Conv, declared but not applied.
+
+  Same names, shapes, dtypes and initialisers as nn.Conv's, so a layer built
+  from them has the variables (and initial values) nn.Conv would have.
+  """
+  features: int
+  kernel_size: Sequence[int]
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array | None]:
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (*self.kernel_size, in_features, self.features),
+                        jnp.float32)
+    bias = (self.param('bias', nn.initializers.zeros, (self.features,),
+                       jnp.float32) if self.use_bias else None)
+    return kernel, bias
+
+
+def conv3d_as_2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int
+                 ) -> jax.Array:
+  """NTHWC x (kT, kH, kW, I, O) -> NTHWC, as kT 2D convolutions summed."""
+  batch, frames, height, width, channels = x.shape
+  taps = kernel.shape[0]
+  x = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
+  out_frames = (frames + 2 * pad - taps) // stride + 1
+  total = None
+  for tap in range(taps):
+    # Frames tap, tap + stride, ... : the inputs this tap meets.
+    frames_in = x[:, tap:tap + (out_frames - 1) * stride + 1:stride]
+    y = jax.lax.conv_general_dilated(
+        frames_in.reshape(batch * out_frames, height, width, channels),
+        kernel[tap], (stride, stride), [(pad, pad), (pad, pad)],
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    total = y if total is None else total + y
+  return total.reshape(batch, out_frames, *total.shape[1:])
+
+
 def conv(x: jax.Array, features: int, kernel: int | Sequence[int], *, name: str,
          stride: int = 1, pad: int = 0, use_bias: bool = True,
          dtype: Dtype = jnp.float32) -> jax.Array:
@@ -120,6 +168,11 @@ def conv(x: jax.Array, features: int, kernel: int | Sequence[int], *, name: str,
   """
   spatial = x.ndim - 2
   kernel_size = (kernel,) * spatial if isinstance(kernel, int) else tuple(kernel)
+  if (spatial == 3 and CONV3D_AS_2D_ON_CPU and jax.default_backend() == 'cpu'):
+    weights, bias = ConvParams(features, kernel_size, use_bias, name=name)(
+        x.shape[-1])
+    y = conv3d_as_2d(x.astype(dtype), weights.astype(dtype), stride, pad)
+    return y if bias is None else y + bias.astype(dtype)
   return nn.Conv(features, kernel_size, strides=(stride,) * spatial,
                  padding=[(pad, pad)] * spatial, use_bias=use_bias, dtype=dtype,
                  param_dtype=jnp.float32, name=name)(x)
