@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/model.py --grid=full     # K=4,8,16 x B=1..8 (hours on a CPU)
     .venv/bin/python benchmarks/model.py --grid=tiny --size=64   # smoke test, seconds
     python benchmarks/model.py --grid=gpu                # on a GPU: bf16 and fp32 at K=16,
-                                                         # and the largest batch that fits
+                                                         # and the largest batch predicted to fit
+    .venv/bin/python benchmarks/model.py --styles=A --modes=infer,train --frames=4,8 --batches=1,2
+                                                         # any product of styles, modes, K, B, dtypes
 
 Each row runs the same work on both sides, with the same weights and the
 same float32 input (B, K, 224, 224, 3) RGB 0..255:
@@ -19,8 +21,9 @@ momentum, weight decay on kernels; the pose branch frozen); `train-pose`
 Per row: median seconds over --repeats timed calls after --warmup untimed
 ones, the two sides' timed calls alternating (compilation is outside both
 and reported on its own), clips/s, the
-JAX/PyTorch time ratio, GFLOPs of the compiled program (XLA's cost
-analysis; PyTorch is credited with the same count), GFLOP/s and its
+JAX/PyTorch time ratio, GFLOPs of the program by XLA's cost analysis (on a
+GPU that of the same program lowered for the CPU, since cuDNN convolutions
+escape the GPU count; PyTorch is credited with the same count), GFLOP/s and its
 fraction of the matrix-multiply peak measured in the same run (a large
 `jnp.dot` of the row's dtype), and peak memory: on a CPU the rise of the
 process's resident memory while the row runs (sampled every 2 ms), on a GPU
@@ -104,10 +107,12 @@ def grid(name: str) -> list[Spec]:
             for k in (4, 8, 16) for b in (1, 2, 4, 8)
             if not (s == 'A' and m == 'train-pose')]
   if name == 'gpu':
+    # The largest-batch search runs after the first four (--largest-batch-after).
     return ([Spec(FULL, 'train', 16, 8, 'bfloat16'),
-             Spec(FULL, 'infer', 16, 8, 'bfloat16'),
              Spec(FULL, 'train', 16, 8, 'float32'),
              Spec(FULL, 'infer', 16, 8, 'float32'),
+             Spec(FULL, 'infer', 16, 8, 'bfloat16'),
+             Spec(FULL, 'train', 16, 32, 'bfloat16'),
              Spec(FULL, 'train-pose', 16, 8, 'bfloat16'),
              Spec('A', 'train', 16, 8, 'bfloat16'),
              Spec('A', 'infer', 16, 8, 'bfloat16')])
@@ -265,54 +270,90 @@ def jax_optimizer(params, freeze_pose: bool):
                                parameter_labels(params, freeze_pose))
 
 
+def jax_program(spec: Spec, variables: dict, video, labels, remat: bool = False):
+  """(jitted function, its arguments) of a row: the forward pass, or one
+  training step with its state donated. Arguments may be abstract
+  (jax.ShapeDtypeStruct), for counting FLOPs without any data."""
+  freeze_pose = spec.mode != 'train-pose'
+  model = PASNet(NUM_CLASSES, fusion=spec.style, dtype=jnp.dtype(spec.dtype),
+                 freeze_pose=freeze_pose, remat=remat)
+  if spec.mode == 'infer':
+    return jax.jit(lambda v, x: model.apply(v, x, train=False)), (variables, video)
+  params = variables['params']
+  optimizer = jax_optimizer(params, freeze_pose)
+
+  def step(params, batch_stats, opt_state, video, labels, key):
+    def loss_fn(params):
+      logits, updates = model.apply(
+          {'params': params, 'batch_stats': batch_stats}, video, train=True,
+          rngs={'dropout': key}, mutable=['batch_stats'])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      return jnp.mean(loss), updates['batch_stats']
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+  abstract = isinstance(video, jax.ShapeDtypeStruct)
+  batch_stats = variables['batch_stats']
+  if abstract:
+    opt_state = jax.eval_shape(optimizer.init, params)
+    key = jax.eval_shape(lambda: jax.random.key(1))
+  else:
+    # Copies, so that the donated state never aliases the shared variables.
+    params = jax.tree_util.tree_map(jnp.array, params)
+    batch_stats = jax.tree_util.tree_map(jnp.array, batch_stats)
+    opt_state, key = optimizer.init(params), jax.random.key(1)
+  return (jax.jit(step, donate_argnums=(0, 1, 2)),
+          (params, batch_stats, opt_state, video, labels, key))
+
+
+def count_flops(spec: Spec, size: int, remat: bool = False) -> float:
+  """FLOPs of a row's program by XLA's CPU cost analysis, from shapes alone.
+
+  On a GPU the compiled program's convolutions are cuDNN calls that XLA's
+  cost analysis does not count, so every backend's rows use this count.
+  """
+  model = PASNet(NUM_CLASSES, fusion=spec.style)
+  video = jax.ShapeDtypeStruct((spec.batch, spec.frames, size, size, 3), jnp.float32)
+  labels = jax.ShapeDtypeStruct((spec.batch,), jnp.int32)
+  variables = jax.eval_shape(model.init, jax.random.key(0),
+                             jax.ShapeDtypeStruct((1, 1, 32, 32, 3), jnp.float32))
+  fn, args = jax_program(spec, variables, video, labels, remat)
+  lowered = fn.trace(*args).lower(lowering_platforms=('cpu',))
+  cost = lowered.cost_analysis()
+  if isinstance(cost, list):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get('flops', 0.0))
+
+
 class JaxRunner:
   """Compiles and runs one row's JAX program."""
 
   def __init__(self, spec: Spec, variables: dict, video: np.ndarray,
                labels: np.ndarray, remat: bool = False):
-    self.spec = spec
-    dtype = jnp.dtype(spec.dtype)
-    freeze_pose = spec.mode != 'train-pose'
-    self.model = PASNet(NUM_CLASSES, fusion=spec.style, dtype=dtype,
-                        freeze_pose=freeze_pose, remat=remat)
-    self.video = jax.device_put(video)
-    self.labels = jax.device_put(labels)
-    model = self.model
-    if spec.mode == 'infer':
-      self.args = (variables, self.video)
-      self.fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-      return
-    params = variables['params']
-    optimizer = jax_optimizer(params, freeze_pose)
+    self.spec, self.remat = spec, remat
+    self.fn, self.args = jax_program(spec, variables, jax.device_put(video),
+                                     jax.device_put(labels), remat)
 
-    def step(params, batch_stats, opt_state, video, labels, key):
-      def loss_fn(params):
-        logits, updates = model.apply(
-            {'params': params, 'batch_stats': batch_stats}, video, train=True,
-            rngs={'dropout': key}, mutable=['batch_stats'])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return jnp.mean(loss), updates['batch_stats']
-      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-    # Copies, so that the donated state never aliases the shared variables.
-    params = jax.tree_util.tree_map(jnp.array, params)
-    batch_stats = jax.tree_util.tree_map(jnp.array, variables['batch_stats'])
-    self.args = (params, batch_stats, optimizer.init(params), self.video,
-                 self.labels, jax.random.key(1))
-    self.fn = jax.jit(step, donate_argnums=(0, 1, 2))
-
-  def compile(self) -> float:
+  def compile(self, compiler_options: dict | None = None) -> float:
     start = time.perf_counter()
-    self.compiled = self.fn.lower(*self.args).compile()
+    self.lowered = self.fn.lower(*self.args)
+    if compiler_options:
+      self.compiled = self.lowered.compile(compiler_options=compiler_options)
+    else:
+      self.compiled = self.lowered.compile()
     return time.perf_counter() - start
 
   def cost(self) -> dict:
-    cost = self.compiled.cost_analysis()
-    if isinstance(cost, list):  # older JAX: one dict per computation
-      cost = cost[0] if cost else {}
-    out = {'flops': float((cost or {}).get('flops', 0.0))}
+    if jax.default_backend() == 'cpu':
+      cost = self.compiled.cost_analysis()
+      if isinstance(cost, list):  # older JAX: one dict per computation
+        cost = cost[0] if cost else {}
+      flops = float((cost or {}).get('flops', 0.0))
+    else:
+      flops = count_flops(self.spec, self.args[-3 if self.spec.mode != 'infer' else 1].shape[2],
+                          self.remat)
+    out = {'flops': flops}
     try:
       memory = self.compiled.memory_analysis()
       out['xla_bytes'] = int(memory.argument_size_in_bytes + memory.output_size_in_bytes
@@ -507,11 +548,12 @@ def run_row(spec: Spec, args, ctx) -> dict:
 
 
 def largest_batch(spec: Spec, args, ctx, probes=(2, 8)) -> dict:
-  """The largest batch of `spec` (batch ignored) whose step runs on the device.
+  """The largest batch of `spec` (batch ignored) whose step fits the device.
 
-  XLA's buffer assignment at two batch sizes gives bytes = a + b * batch;
-  the prediction for the device's limit is then run for real, and lowered
-  by 10 % per out-of-memory failure.
+  XLA's buffer assignment at two batch sizes gives bytes = a + b * batch,
+  which predicts the batch that fills the device. With --verify-largest the
+  prediction is then run for real, lowered by 10 % per out-of-memory
+  failure (slow: on an H200 compiling K=16 at batch ~500 took over 4 min).
   """
   _, variables = ctx['models'](spec.style)
   stats = jax.devices()[0].memory_stats() or {}
@@ -530,6 +572,7 @@ def largest_batch(spec: Spec, args, ctx, probes=(2, 8)) -> dict:
                        np.zeros(batch, np.int32), remat=args.remat)
     runner.compile()
     sizes[batch] = runner.cost().get('xla_bytes', 0)
+    print(f'    batch {batch}: XLA buffers {sizes[batch] / 2**30:.2f} GiB', flush=True)
     del runner
   (b0, m0), (b1, m1) = sorted(sizes.items())
   slope = (m1 - m0) / (b1 - b0)
@@ -537,6 +580,8 @@ def largest_batch(spec: Spec, args, ctx, probes=(2, 8)) -> dict:
   predicted = int((0.97 * limit - fixed) // slope) if slope > 0 else 0
   result.update(probe_bytes={str(k): v for k, v in sizes.items()},
                 bytes_per_clip=slope, predicted=predicted)
+  if not args.verify_largest:
+    return result
   batch = predicted
   for _ in range(3):
     if batch < 1:
@@ -547,7 +592,16 @@ def largest_batch(spec: Spec, args, ctx, probes=(2, 8)) -> dict:
                          np.zeros((batch, spec.frames, args.size, args.size, 3),
                                   np.float32),
                          np.zeros(batch, np.int32), remat=args.remat)
-      runner.compile()
+      # Autotuning every convolution at a batch this large takes minutes;
+      # the default algorithms answer whether it fits.
+      options = {'xla_gpu_autotune_level': 0} if ctx['backend'] == 'gpu' else None
+      print(f'    trying batch {batch}', flush=True)
+      try:
+        result['verify_compile_s'] = runner.compile(options)
+      except Exception as error:  # noqa: BLE001 - option unknown to this JAX
+        if _is_oom(error):
+          raise
+        result['verify_compile_s'] = runner.compile()
       seconds = time_calls(runner.run, 1, 3)
       median = float(np.median(seconds))
       flops = runner.cost()['flops']
@@ -651,7 +705,7 @@ def format_table(results: dict) -> str:
                  f"B={extra['batch']} remat={extra['remat']}: {extra['compile_s']:.1f} s")
   for found in results.get('largest_batch', []):
     lines.append(f"largest batch {found['style']} {found['mode']} K={found['frames']} "
-                 f"{found['dtype']}: predicted {found.get('predicted')}, ran "
+                 f"{found['dtype']}: predicted {found.get('predicted')} (XLA buffers), ran "
                  f"{found.get('largest_batch', '-')} ({_fmt(found.get('clips_per_s'), '.1f')} clips/s, "
                  f"MFU {_fmt(100 * found['mfu_bf16'] if 'mfu_bf16' in found else None, '.1f')} %), "
                  f"{found['bytes_per_clip'] / 2**30:.2f} GiB a clip"
@@ -688,6 +742,7 @@ def plot(results: dict, path: str) -> None:
     ax.set_xscale('log', base=2)
     ax.set_yscale('log')
     ax.set_xticks([4, 8, 16])
+    ax.set_xlim(3, 22)
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel('frames per clip K')
     ax.set_ylabel('clips / s')
@@ -732,6 +787,12 @@ def parse_args(argv=None):
                       'default on there)')
   parser.add_argument('--memory-limit-gb', type=float, default=None,
                       help='device memory for --largest-batch (default: what JAX reports)')
+  parser.add_argument('--verify-largest', action='store_true',
+                      help='run the predicted largest batch (compiles at that size)')
+  parser.add_argument('--recount-flops', metavar='JSON', default=None,
+                      help='recount the FLOPs of a results file\'s rows with XLA\'s '
+                      'CPU cost analysis (for files from GPU runs made before the '
+                      'count came from there), rewrite --out, table and plot')
   parser.add_argument('--largest-batch-frames', type=int, default=16,
                       help='K of the largest-batch search')
   parser.add_argument('--largest-batch-after', type=int, default=4,
@@ -766,8 +827,38 @@ def choose_rows(args, backend: str) -> list[Spec]:
   return grid(args.grid or ('gpu' if backend == 'gpu' else 'default'))
 
 
+def recount(args) -> None:
+  """Recomputes FLOPs and the figures derived from them in a results file."""
+  with open(args.recount_flops) as f:
+    results = json.load(f)
+  bf16_peak = results['environment'].get('bf16_peak_tflops')
+  for row in results['rows']:
+    spec = Spec(row['style'], row['mode'], row['frames'], row['batch'], row['dtype'])
+    flops = count_flops(spec, results['size'], results.get('remat', False))
+    row['jax']['flops_before_recount'] = row['jax'].get('flops')
+    row['jax']['flops'] = flops
+    peak = results['matmul'][spec.dtype]['gflops_per_s']
+    for side in ('jax', 'torch'):
+      result = row.get(side, {})
+      if 'seconds' in result:
+        result['gflops_per_s'] = flops / result['seconds'] / 1e9
+        result['peak_fraction'] = result['gflops_per_s'] / peak
+        if bf16_peak:
+          result['mfu_bf16'] = flops / result['seconds'] / (bf16_peak * 1e12)
+  results['flops_recounted'] = 'XLA CPU cost analysis of the same programs'
+  out = args.out or args.recount_flops
+  with open(out, 'w') as f:
+    json.dump(results, f, indent=1)
+  print(format_table(results))
+  plot_path = args.plot or os.path.splitext(out)[0] + '.png'
+  plot(results, plot_path)
+  print(f'wrote {out} and {plot_path}')
+
+
 def main(argv=None):
   args = parse_args(argv)
+  if args.recount_flops:
+    return recount(args)
   started = time.perf_counter()
   backend = jax.default_backend()
   on_gpu = backend == 'gpu'
