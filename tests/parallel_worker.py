@@ -22,7 +22,7 @@ from pasnet_jax import parallel  # pylint: disable=g-import-not-at-top
 from pasnet_jax import train  # pylint: disable=g-import-not-at-top
 from pasnet_jax.models.pasnet import init_variables  # pylint: disable=g-import-not-at-top
 
-GLOBAL_BATCH, FRAMES, SIZE, CLASSES, STEPS = 4, 2, 64, 5, 2
+GLOBAL_BATCH, FRAMES, SIZE, CLASSES, STEPS = 8, 2, 64, 5, 2
 
 
 def main():
@@ -46,7 +46,7 @@ def main():
 
   config = default.get_config()
   config.num_train_steps = 100
-  config.accumulation_steps = 2
+  config.accumulation_steps = 1
   model = train.create_model(config.model, CLASSES, fusion=args.fusion)
   rng = np.random.default_rng(0)
   video = rng.uniform(0, 255, (STEPS, GLOBAL_BATCH, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
@@ -63,7 +63,7 @@ def main():
   initial = jax.device_get(variables['params'])
   state = jax.device_put(state, parallel.replicated_sharding(mesh))
   step = jax.jit(lambda s, b: train.train_step(
-      s, b, model=model, optimizer=optimizer, accumulation_steps=2, mesh=mesh))
+      s, b, model=model, optimizer=optimizer, accumulation_steps=1, mesh=mesh))
   rows = GLOBAL_BATCH // jax.process_count()
   first = jax.process_index() * rows
   for i in range(STEPS):

@@ -218,3 +218,10 @@ def test_visualize_draws_every_row(twice, videos, tmp_path):
   out = tmp_path / 'figure.png'
   visualize.draw(clip, rows, 'test', str(out))
   assert out.read_bytes()[:4] == b'\x89PNG'
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  with pytest.raises(train.TrainingError, match=r'Cannot write to workdir .*a_file/run'):
+    train.train_and_evaluate(small_config(), str(blocker / 'run'))
