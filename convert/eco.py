@@ -135,13 +135,8 @@ def convert_eco(path, num_classes=None, drop_classifier=False):
          'not a layer of ECO up to inception_3c and res3-res5'))
 
   kept_classes = file_classes if keep_classifier else None
-  metadata = {
-      'converter': 'convert.eco',
-      'source': str(path.absolute()),
-      'sha256': torch_io.sha256_of(path),
-      'layout': report.layout,
-      'num_classes': kept_classes,
-  }
+  metadata = torch_io.source_metadata('convert.eco', path, report.layout,
+                                      kept_classes)
   return variables, metadata, report
 
 
@@ -170,10 +165,8 @@ def main(argv=None):
   torch_io.check_out_dir(args.out_dir, args.force)
   variables, metadata, report = convert_eco(args.checkpoint, args.num_classes,
                                             args.drop_classifier)
-  torch_io.write_checkpoint(variables, args.out_dir, metadata, args.force)
-  print(f'convert.eco: wrote {args.out_dir}')
-  for line in report.lines():
-    print(f'  {line}')
+  torch_io.write_and_report('convert.eco', variables, args.out_dir, metadata,
+                            report, args.force)
 
 
 if __name__ == '__main__':

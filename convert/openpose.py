@@ -79,13 +79,8 @@ def convert_openpose(path):
     report.dropped.append((torch_io.list_keys(unused),
                            'not a layer of the OpenPose COCO body model'))
 
-  metadata = {
-      'converter': 'convert.openpose',
-      'source': str(path.absolute()),
-      'sha256': torch_io.sha256_of(path),
-      'layout': report.layout,
-      'num_classes': None,
-  }
+  metadata = torch_io.source_metadata('convert.openpose', path,
+                                      report.layout, None)
   return variables, metadata, report
 
 
@@ -105,10 +100,8 @@ def main(argv=None):
   args = parse_args(argv)
   torch_io.check_out_dir(args.out_dir, args.force)
   variables, metadata, report = convert_openpose(args.checkpoint)
-  torch_io.write_checkpoint(variables, args.out_dir, metadata, args.force)
-  print(f'convert.openpose: wrote {args.out_dir}')
-  for line in report.lines():
-    print(f'  {line}')
+  torch_io.write_and_report('convert.openpose', variables, args.out_dir,
+                            metadata, report, args.force)
 
 
 if __name__ == '__main__':

@@ -211,10 +211,8 @@ def main(argv=None):
           **openpose_metadata
       } if openpose_metadata else None),
   }
-  torch_io.write_checkpoint(variables, args.out_dir, metadata, args.force)
-  print(f'convert.pasnet: wrote {args.out_dir}')
-  for line in report.lines():
-    print(f'  {line}')
+  torch_io.write_and_report('convert.pasnet', variables, args.out_dir,
+                            metadata, report, args.force)
 
 
 if __name__ == '__main__':

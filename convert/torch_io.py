@@ -282,6 +282,25 @@ def check_out_dir(out_dir, force):
     raise ConversionError(f'{out_dir}: exists and is not a directory')
 
 
+def source_metadata(converter, path, layout, num_classes):
+  """What conversion.json records of the source checkpoint."""
+  return {
+      'converter': converter,
+      'source': str(Path(path).absolute()),
+      'sha256': sha256_of(path),
+      'layout': layout,
+      'num_classes': num_classes,
+  }
+
+
+def write_and_report(converter, variables, out_dir, metadata, report, force):
+  """Writes the checkpoint, then prints where and the conversion report."""
+  write_checkpoint(variables, out_dir, metadata, force)
+  print(f'{converter}: wrote {out_dir}')
+  for line in report.lines():
+    print(f'  {line}')
+
+
 def write_checkpoint(variables, out_dir, metadata, force):
   """Writes `variables` as an Orbax checkpoint at OUT_DIR, all or nothing.
 
