@@ -81,15 +81,6 @@ def global_batch(local_batch: dict[str, np.ndarray],
           for name, value in local_batch.items()}
 
 
-def replicate(tree, mesh: jax.sharding.Mesh):
-  """Places `tree` (host values, identical on every process) on all devices."""
-  sharding = replicated_sharding(mesh)
-  return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_callback(np.shape(x), sharding,
-                                             lambda index: np.asarray(x)[index]),
-      tree)
-
-
 def to_host(tree) -> Any:
   """Fetches (possibly sharded, multi-process) arrays as whole numpy arrays."""
   if jax.process_count() == 1:

@@ -215,7 +215,6 @@ def load_dataset(dataset_config: ml_collections.ConfigDict) -> DatasetInfo:
 
   With several processes, process 0 builds while the others wait.
   """
-  import pasnet_jax.data  # pylint: disable=g-import-not-at-top,unused-import  # registers the builders
   name = dataset_config.name
   if dataset_config.config:
     name = f'{name}/{dataset_config.config}'

@@ -43,14 +43,6 @@ def uses_pose(style: str) -> bool:
   return check_style(style) != 'A'
 
 
-def has_parameters(style: str) -> bool:
-  return check_style(style).startswith('conv(')
-
-
-def output_channels(style: str) -> int:
-  return 128 if check_style(style) == 'I' else APPEARANCE_CHANNELS
-
-
 def channel_pool_matrix(in_channels: int, out_channels: int) -> np.ndarray:
   """(in, out) matrix averaging channels in adaptive-average bins.
 
@@ -102,7 +94,7 @@ class Fusion(nn.Module):
                pose: dict[str, jax.Array] | None) -> jax.Array:
     """appearance x_A (N, h, w, 96) or None; pose taps (N, h, w, C) or None.
 
-    Returns the fused map (N, h, w, output_channels(style)) in `dtype`.
+    Returns the fused map (N, h, w, 96), or 128 channels for style "I", in `dtype`.
     """
     style = check_style(self.style)
     lam = self.lambdas
