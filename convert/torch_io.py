@@ -347,16 +347,25 @@ def read_converted(directory, converter):
   except (OSError, ValueError):
     raise ConversionError(f'{directory}: not an output of {converter} '
                           f'(no readable {METADATA_FILE})') from None
+  if not isinstance(metadata, dict):
+    raise ConversionError(f'{directory}: not an output of {converter} '
+                          f'({METADATA_FILE} holds no record)')
   if metadata.get('converter') != converter:
     raise ConversionError(
         f'{directory}: written by {metadata.get("converter")}, '
         f'expected an output of {converter}')
   try:
     variables = ocp.StandardCheckpointer().restore(directory)
-  except (ValueError, OSError) as error:
+  except Exception as error:  # pylint: disable=broad-except
+    # A damaged directory fails inside Orbax in many ways: tensorstore's
+    # ValueError, a KeyError from a mangled _METADATA, OSError...
     raise ConversionError(
         f'{directory}: unreadable Orbax checkpoint '
         f'({first_sentence(error) or type(error).__name__})') from None
+  if not isinstance(variables, dict) or not isinstance(
+      variables.get('params'), dict):
+    raise ConversionError(f'{directory}: unreadable Orbax checkpoint (no '
+                          '"params" tree); convert the original again')
   return variables, metadata
 
 

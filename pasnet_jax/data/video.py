@@ -1,5 +1,21 @@
 """Decoding videos with PyAV (FFmpeg): whole videos to frames, or to JPEGs.
 
+What is done with unusual videos, the same for the dataset builders and
+`predict`:
+  * Any frame size, odd ones (33 x 17) included, and any pixel format,
+    grayscale included: every frame is converted to RGB and resized so that
+    its short side is 256 (the stored size; `predict` uses the config's
+    eval_short_side).
+  * Huge frames (4000 x 3000): each frame is resized as soon as it is
+    decoded, so memory holds one full-size frame at a time.
+  * Fewer frames than a clip needs, down to one: used; sampling repeats
+    frames in order (see sampling.py).
+  * Frames more elongated than MAX_ASPECT_RATIO: refused, as a damaged header
+    most likely declares such a size.
+  * Empty, truncated (fewer frames decode than the header declares) or not a
+    video: refused with a VideoDecodeError (a DatasetError) naming the file;
+    the builders list it in the failure report, `predict` prints it.
+
 This module imports neither TensorFlow nor JAX, so that the worker processes
 that decode videos while a dataset is built start quickly.
 """
@@ -21,6 +37,12 @@ JPEG_QUALITY = 90
 # shows as fewer frames than its header declares. Encoders may declare a few
 # frames that decode to nothing (Xvid's packed B-frames), hence the margin.
 MIN_DECLARED_FRACTION = 0.9
+# Long side over short side. A frame beyond it resized to the short side
+# would not fit in a JPEG (65,500 pixels at most) or in memory.
+MAX_ASPECT_RATIO = 8
+# What PyAV raises for a damaged file: FFmpeg's errors, and a
+# UnicodeDecodeError for metadata that is not UTF-8.
+_DECODER_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
 
 
 class VideoDecodeError(DatasetError):
@@ -56,7 +78,7 @@ def _decoded_frames(source, short_side: int | None
   """
   try:
     container = av.open(source)
-  except (av.FFmpegError, OSError) as e:
+  except _DECODER_ERRORS as e:
     raise VideoDecodeError(f'not a readable video ({_ffmpeg_message(e)})') from e
   if not container.streams.video:
     container.close()
@@ -73,13 +95,14 @@ def _decoded_frames(source, short_side: int | None
       try:
         for frame in container.decode(stream):
           if size is None:
+            _check_aspect(frame.height, frame.width)
             size = ((frame.height, frame.width) if short_side is None else
                     resized_shape(frame.height, frame.width, short_side))
           # swscale resizes and converts in one pass, outside the GIL.
           yield frame.reformat(width=size[1], height=size[0], format='rgb24',
                                interpolation='AREA')
           count += 1
-      except av.FFmpegError as e:
+      except _DECODER_ERRORS as e:
         raise VideoDecodeError(f'decoding failed after {count} frames '
                                f'({_ffmpeg_message(e)})') from e
     if count == 0:
@@ -89,6 +112,13 @@ def _decoded_frames(source, short_side: int | None
                              'its header declares could be decoded')
 
   return frames(), fps
+
+
+def _check_aspect(height: int, width: int):
+  if max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+    raise VideoDecodeError(f'frames of {width} x {height} pixels are more '
+                           f'elongated than {MAX_ASPECT_RATIO}:1 (a damaged '
+                           'header?)')
 
 
 def decode_video(path: str | os.PathLike, short_side: int | None = None
