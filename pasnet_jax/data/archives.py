@@ -62,6 +62,14 @@ def open_rar(path: str) -> rarfile.RarFile:
     raise DatasetError(
         f'{path} is damaged or incomplete ({archive.strerror()}). Download it '
         'again.')
+  size = os.path.getsize(path)
+  # An archive cut short at a member's data lists that member, and rarfile
+  # notes no error; reading it fails later, video by video.
+  cut = [info.filename for info in archive.infolist()
+         if info.data_offset + info.compress_size > size]
+  if cut:
+    raise DatasetError(f'{path} is incomplete: it ends ({size} bytes) inside '
+                       f'{cut[0]}. Download it again.')
   if archive.needs_password():
     raise DatasetError(f'{path} is password-protected; unpack it yourself and '
                        'put the unpacked folder in its place.')

@@ -152,7 +152,16 @@ class VideoFramesBuilder(tfds.core.GeneratorBasedBuilder,
     """{'train': [...], 'test': [...]} from the split files' text."""
 
   def _split_generators(self, dl_manager):
-    manual_dir = dl_manager.manual_dir
+    try:
+      manual_dir = dl_manager.manual_dir
+    except AssertionError as e:
+      # TFDS asserts that the directory exists and is not empty, and follows
+      # with the instructions over several lines.
+      problem = str(e).split('. Create it', 1)[0]
+      raise DatasetError(
+          f'{problem}: put {self.VIDEO_SOURCES[0]} and '
+          f'{self.SPLIT_SOURCES[0]} there (or set --config.dataset.manual_dir '
+          'to the directory that holds them) and build again.') from e
     split_source = _require_input(manual_dir, self.SPLIT_SOURCES,
                                   f'The {self.name} split files')
     listed = self._listed_videos(archives.read_text_files(split_source),
