@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from pasnet_jax.data import frames_builder
+from pasnet_jax.data import pipeline
 from pasnet_jax.data.errors import DatasetError
 from tests import data_helpers
 
@@ -195,3 +197,60 @@ def test_an_interrupted_build_run_again_finishes(tmp_path):
   assert builder.info.splits['train'].num_examples == 3
   assert builder.info.splits['test'].num_examples == 2
   assert len(data_helpers.examples(builder, 'train')) == 3
+
+
+_BUILD = '''
+import sys
+from tests import data_helpers
+
+if __name__ == '__main__':
+  data_helpers.prepare('ucf101_frames/split1', sys.argv[1], sys.argv[2])
+'''
+
+
+def test_a_build_killed_midway_is_never_loaded_and_the_rerun_finishes(
+    tmp_path):
+  # Long enough to decode that the kill lands while examples are written.
+  train = [f'YoYo/v_YoYo_g{i // 7 + 1:02d}_c{i % 7 + 1:02d}.avi'
+           for i in range(40)]
+  video = data_helpers.video_bytes(60)
+  manual = _ucf_manual_dir(tmp_path / 'manual', train, UCF_TEST[:1],
+                           {p: video for p in train + UCF_TEST[:1]})
+  script = tmp_path / 'build.py'
+  script.write_text(_BUILD)
+  root = pathlib.Path(__file__).parents[1]
+  build = subprocess.Popen(
+      [sys.executable, str(script), str(manual), str(tmp_path / 'data')],
+      cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      start_new_session=True)
+  progress = b''
+  done = 0
+  # tqdm redraws "train: decoding videos: 25%|..| 10/40" with carriage
+  # returns; kill once a few videos are in but most are not.
+  while build.poll() is None and done < 3:
+    progress += os.read(build.stderr.fileno(), 4096)
+    counts = re.findall(rb'train: decoding videos: .*?\| *(\d+)/40', progress)
+    done = int(counts[-1]) if counts else 0
+  # The build and its decoding workers, as `kill -9` of the job would.
+  os.killpg(build.pid, signal.SIGKILL)
+  build.wait()
+  assert build.returncode == -signal.SIGKILL, progress.decode()[-2000:]
+  assert 3 <= done < 40
+
+  config_dir = tmp_path / 'data' / 'ucf101_frames' / 'split1'
+  assert [p for p in config_dir.iterdir() if p.name.startswith('incomplete.')]
+  assert not (config_dir / '1.0.0').exists()
+  assert not tfds.builder('ucf101_frames/split1',
+                          data_dir=str(tmp_path / 'data')).is_prepared()
+  with pytest.raises(DatasetError, match='is not prepared'):
+    pipeline.load_builder('ucf101_frames/split1', str(tmp_path / 'data'))
+
+  builder = data_helpers.prepare('ucf101_frames/split1', manual,
+                                 tmp_path / 'data')
+  assert builder.info.splits['train'].num_examples == 40
+  assert builder.info.splits['test'].num_examples == 1
+  assert sorted(data_helpers.examples(builder, 'train')) == sorted(
+      p[:-4] for p in train)
+  assert pipeline.load_builder('ucf101_frames/split1',
+                               str(tmp_path / 'data')).is_prepared()
