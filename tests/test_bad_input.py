@@ -288,3 +288,26 @@ def test_training_command_line_with_a_bad_manual_dir(tmp_path):
       'UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip there (or set '
       '--config.dataset.manual_dir to the directory that holds them) and '
       'build again.']
+
+
+_PEAK_MEMORY = '''
+import resource, sys
+from pasnet_jax.data import video
+
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+frames, _ = video.decode_video(sys.argv[1], short_side=256)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(frames.shape, (after - before) * 1024)
+'''
+
+
+def test_huge_frames_are_resized_one_at_a_time(tmp_path):
+  num_frames, height, width = 8, 3000, 4000
+  path = tmp_path / 'huge.avi'
+  path.write_bytes(data_helpers.video_bytes(num_frames, width, height))
+  result = run_python('-c', _PEAK_MEMORY, path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  shape, peak_growth = result.stdout.rsplit(' ', 1)
+  assert shape == '(8, 256, 341, 3)'
+  # Half of what the frames take at full size: they never all were.
+  assert int(peak_growth) < num_frames * height * width * 3 // 2
