@@ -344,3 +344,24 @@ def assert_same_tree(actual, expected):
       assert_same_tree(actual[key], value)
     else:
       np.testing.assert_array_equal(actual[key], value)
+
+
+@pytest.mark.parametrize('damaged_file', ['manifest.ocdbt', 'd/'])
+def test_pasnet_converter_on_a_damaged_eco_out_prints_one_line(
+    tmp_path, converted, damaged_file):
+  eco_out, out = tmp_path / 'eco_out', tmp_path / 'out'
+  shutil.copytree(converted[0], eco_out)
+  # Cut in half: the manifest fails before any array is read; a data file
+  # fails one read and Orbax abandons the concurrent reads of the others,
+  # which asyncio reported with tracebacks after the error line.
+  target = next(p for p in sorted(eco_out.rglob('*')) if p.is_file() and
+                str(p.relative_to(eco_out)).startswith(damaged_file))
+  target.write_bytes(target.read_bytes()[:target.stat().st_size // 2])
+  result = run_python('-m', 'convert.pasnet', '--eco', eco_out, '--fusion',
+                      'A', '--num-classes', 5, out)
+  assert result.returncode == torch_io.EXIT_BAD_INPUT
+  lines = [line for line in result.stderr.splitlines()
+           if not line.startswith(('W0000', 'I0000', 'WARNING: All log'))]
+  assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr
+  assert lines[0].startswith(f'error: {eco_out}: unreadable Orbax checkpoint')
+  assert not out.exists()
