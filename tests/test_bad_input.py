@@ -200,6 +200,25 @@ def test_predict_command_line_one_error_line_per_bad_file(trained_run,
     assert str(path) in line
 
 
+def test_builder_reports_bad_videos_with_the_reason(tmp_path, video_files):
+  paths, reasons = video_files
+  test = {f'YoYo/v_YoYo_g02_c0{i + 1}.avi': what
+          for i, what in enumerate(reasons)}
+  videos = {GOOD_TRAIN: data_helpers.video_bytes(2),
+            **{name: paths[what].read_bytes() for name, what in test.items()}}
+  manual = ucf_manual_dir(tmp_path / 'manual', [GOOD_TRAIN], list(test),
+                          videos)
+  with pytest.raises(DatasetError, match='3 of the 3 test videos'):
+    data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
+  builder = tfds.builder('ucf101_frames/split1', data_dir=str(tmp_path / 'data'))
+  report = frames_builder.failure_report_path(builder, 'test').read_text()
+  rows = dict(line.split('\t') for line in report.splitlines()[2:])
+  assert sorted(rows) == sorted(name[:-4] for name in test)
+  for name, what in test.items():
+    assert rows[name[:-4]].startswith(reasons[what]), rows[name[:-4]]
+  assert not builder.is_prepared()
+
+
 # ------------------------------------------------------------ bad datasets
 
 
