@@ -238,9 +238,9 @@ def test_missing_or_empty_manual_dir_says_what_to_put_there(tmp_path):
     message = str(error.value)
     assert message == (
         f'Manual directory {manual} does not exist or is empty: put '
-        'UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip there (or '
-        'set --config.dataset.manual_dir to the directory that holds them) '
-        'and build again.')
+        'UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip there, or '
+        'name the directory that holds them (--config.dataset.manual_dir, or '
+        '--manual_dir of tfds build), and build again.')
 
 
 def test_missing_split_file_names_it_and_the_archive(tmp_path, good_inputs):
@@ -304,9 +304,9 @@ def test_training_command_line_with_a_bad_manual_dir(tmp_path):
   assert result.returncode == cli.BAD_INPUT, result.stderr[-3000:]
   assert error_lines(result.stderr) == [
       f'error: Manual directory {manual} does not exist or is empty: put '
-      'UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip there (or set '
-      '--config.dataset.manual_dir to the directory that holds them) and '
-      'build again.']
+      'UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip there, or '
+      'name the directory that holds them (--config.dataset.manual_dir, or '
+      '--manual_dir of tfds build), and build again.']
 
 
 _PEAK_MEMORY = '''

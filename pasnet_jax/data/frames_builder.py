@@ -160,8 +160,9 @@ class VideoFramesBuilder(tfds.core.GeneratorBasedBuilder,
       problem = str(e).split('. Create it', 1)[0]
       raise DatasetError(
           f'{problem}: put {self.VIDEO_SOURCES[0]} and '
-          f'{self.SPLIT_SOURCES[0]} there (or set --config.dataset.manual_dir '
-          'to the directory that holds them) and build again.') from e
+          f'{self.SPLIT_SOURCES[0]} there, or name the directory that holds '
+          'them (--config.dataset.manual_dir, or --manual_dir of tfds '
+          'build), and build again.') from e
     split_source = _require_input(manual_dir, self.SPLIT_SOURCES,
                                   f'The {self.name} split files')
     listed = self._listed_videos(archives.read_text_files(split_source),
