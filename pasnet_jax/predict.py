@@ -1,6 +1,12 @@
 """Top-5 classes for video files, from a trained run.
 
   python -m pasnet_jax.predict --workdir=DIR video.mp4 [more.avi ...]
+
+Each video is ranked as the evaluation sees it (the centre frame of each of
+K segments, short side resized, centre crop). Short videos, odd sizes,
+grayscale and huge frames are used (pasnet_jax/data/video.py says how); a
+file that cannot be decoded gets one `error:` line naming it, the others are
+still ranked, and the exit status is then 2.
 """
 
 import sys
