@@ -302,11 +302,11 @@ def test_training_command_line_with_a_bad_manual_dir(tmp_path):
       f'--config.dataset.manual_dir={manual}',
       f'--config.dataset.data_dir={tmp_path / "data"}')
   assert result.returncode == cli.BAD_INPUT, result.stderr[-3000:]
-  assert error_lines(result.stderr) == [
+  assert error_lines(result.stderr) == [(
       f'error: Manual directory {manual} does not exist or is empty: put '
       'UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip there, or '
       'name the directory that holds them (--config.dataset.manual_dir, or '
-      '--manual_dir of tfds build), and build again.']
+      '--manual_dir of tfds build), and build again.')]
 
 
 _PEAK_MEMORY = '''
