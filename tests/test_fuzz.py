@@ -365,3 +365,52 @@ def test_pasnet_converter_on_a_damaged_eco_out_prints_one_line(
   assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr
   assert lines[0].startswith(f'error: {eco_out}: unreadable Orbax checkpoint')
   assert not out.exists()
+
+
+# ---------------------------------------------------------------- archives
+
+
+@pytest.mark.parametrize('seed, count', [
+    (0, 300 * SCALE), pytest.param(1, 3000, marks=pytest.mark.slow)])
+def test_damaged_archives_are_read_or_named(tmp_path, seed, count):
+  """The UCF-101 video RAR, the split ZIP and HMDB-51's RAR of RARs, as the
+  builders read them; an inner RAR is only ever unpacked whole."""
+  videos = data_helpers.rar4_bytes({
+      f'UCF-101/YoYo/v_YoYo_g01_c0{i}.avi': VIDEO for i in range(3)})
+  split_zip = tmp_path / 'splits.zip'
+  data_helpers.write_zip(split_zip, data_helpers.ucf101_split_files(
+      ['YoYo/v_YoYo_g01_c01.avi'], ['YoYo/v_YoYo_g01_c02.avi']))
+  archives_by_name = {'UCF101.rar': videos,
+                      'UCF101TrainTestSplits-RecognitionTask.zip':
+                          split_zip.read_bytes(),
+                      'hmdb51_org.rar': data_helpers.rar4_bytes(
+                          {'yoyo.rar': videos})}
+  names = list(archives_by_name)
+  rng = np.random.default_rng(seed)
+  outcomes = set()
+  for case in range(count):
+    directory = tmp_path / f'case{case}'
+    directory.mkdir()
+    name = names[case % len(names)]
+    kind, data = corrupt(rng, archives_by_name[name],
+                         archives_by_name[names[(case + 1) % len(names)]])
+    path = directory / name
+    path.write_bytes(data)
+    archives.open_rar.cache_clear()
+    with deadline(f'archive case {case} ({kind} {name})'):
+      try:
+        if name.endswith('.zip'):
+          archives.read_text_files(path)
+        else:
+          for ref in archives.index_videos(path, directory / 'scratch'
+                                           ).values():
+            archives.read_video_bytes(ref)
+        outcomes.add(True)
+      except DatasetError as error:
+        one_line(str(error), path)
+        outcomes.add(False)
+    for unpacked in (directory / 'scratch').rglob('*'):
+      if unpacked.is_file() and not unpacked.name.endswith('.partial'):
+        assert unpacked.read_bytes() == videos, (case, kind)
+    shutil.rmtree(directory)
+  assert outcomes == {True, False}

@@ -13,12 +13,18 @@ import os
 import pathlib
 import subprocess
 import zipfile
+import zlib
 
 import rarfile
 
 from pasnet_jax.data.errors import DatasetError
 
 VIDEO_SUFFIXES = ('.avi', '.mp4', '.mkv', '.webm', '.mov', '.mpg', '.mpeg')
+# What zipfile raises for a damaged archive, besides OSError: an unknown
+# version or method (NotImplementedError), a password (RuntimeError), a
+# member cut short (EOFError) or a broken deflate stream (zlib.error).
+_ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, RuntimeError,
+               EOFError, zlib.error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +137,14 @@ def _configure_unpacker() -> rarfile.ToolSetup | None:
 def list_members(archive_path: str) -> list[str]:
   """Names of the files (not folders) in a RAR or ZIP archive, '/'-separated."""
   if zipfile.is_zipfile(archive_path):
-    with zipfile.ZipFile(archive_path) as archive:
-      return [n for n in archive.namelist() if not n.endswith('/')]
+    try:
+      with zipfile.ZipFile(archive_path) as archive:
+        return [n for n in archive.namelist() if not n.endswith('/')]
+    except (*_ZIP_ERRORS, OSError) as e:
+      raise DatasetError(
+          f'{archive_path} is not a readable ZIP archive ({e}). Download it '
+          'again, or unpack it with another tool and put the unpacked folder '
+          'in its place.') from e
   return [info.filename for info in open_rar(archive_path).infolist()
           if info.is_file()]
 
@@ -144,7 +156,7 @@ def read_member(archive_path: str, member: str) -> bytes:
       with zipfile.ZipFile(archive_path) as archive:
         return archive.read(member)
     return open_rar(archive_path).read(member)
-  except (rarfile.Error, zipfile.BadZipFile, OSError) as e:
+  except (rarfile.Error, *_ZIP_ERRORS, OSError) as e:
     raise DatasetError(
         f'Cannot read {member} from {archive_path} ({e}). The archive is '
         'damaged or incomplete: download it again.') from e
