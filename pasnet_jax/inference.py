@@ -11,8 +11,9 @@ import numpy as np
 from pasnet_jax import checkpoints
 from pasnet_jax import train
 from pasnet_jax.data import pipeline
+from pasnet_jax.data import sampling
+from pasnet_jax.data import video
 from pasnet_jax.data.errors import DatasetError
-from pasnet_jax.data.video import decode_video
 from pasnet_jax.models.pasnet import PASNet
 
 
@@ -56,9 +57,13 @@ def clip_from_file(path: str, *, num_frames: int, image_size: int,
                    short_side: int) -> np.ndarray:
   """uint8 (K, S, S, 3): a video file sampled and cropped as for evaluation.
 
+  The video is decoded twice, to count its frames and to keep the K it
+  needs, so that memory does not grow with its length.
+
   Raises DatasetError naming the file if it cannot be decoded.
   """
-  frames, _ = decode_video(path, short_side=short_side)
+  indices = sampling.centre_indices(video.count_frames(path), num_frames)
+  frames, _ = video.decode_video(path, short_side=short_side, indices=indices)
   try:
     return pipeline.preprocess_for_prediction(
         frames, num_frames=num_frames, image_size=image_size,

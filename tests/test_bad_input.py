@@ -22,6 +22,7 @@ from pasnet_jax import predict
 from pasnet_jax.data import frames_builder
 from pasnet_jax.data import pipeline
 from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.data.video import decode_video
 from tests import data_helpers
 from tests import run_helpers
 
@@ -330,3 +331,45 @@ def test_huge_frames_are_resized_one_at_a_time(tmp_path):
   assert shape == '(8, 256, 341, 3)'
   # Half of what the frames take at full size: they never all were.
   assert int(peak_growth) < num_frames * height * width * 3 // 2
+
+
+@pytest.mark.parametrize('num_frames', [4, 16])
+def test_clip_from_file_is_the_eval_clip_of_all_frames(tmp_path, num_frames):
+  path = tmp_path / 'clip.avi'
+  path.write_bytes(data_helpers.video_bytes(12, width=48, height=40))
+  frames, _ = decode_video(path, short_side=36)
+  expected = pipeline.preprocess_for_prediction(
+      frames, num_frames=num_frames, image_size=32, resize_size=36)
+  clip = inference.clip_from_file(str(path), num_frames=num_frames,
+                                  image_size=32, short_side=36)
+  np.testing.assert_array_equal(clip, expected)
+
+
+_CLIP_PEAK_MEMORY = '''
+import resource, sys
+from pasnet_jax import inference
+
+def clip(path):
+  return inference.clip_from_file(path, num_frames=4, image_size=224,
+                                  short_side=256)
+
+clip(sys.argv[2])  # TensorFlow's first run takes memory of its own.
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+shape = clip(sys.argv[1]).shape
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(shape, (after - before) * 1024)
+'''
+
+
+def test_predict_memory_does_not_grow_with_the_video_length(tmp_path):
+  num_frames = 600
+  path = tmp_path / 'long.avi'
+  path.write_bytes(data_helpers.video_bytes(num_frames))
+  short = tmp_path / 'short.avi'
+  short.write_bytes(data_helpers.video_bytes(2))
+  result = run_python('-c', _CLIP_PEAK_MEMORY, path, short)
+  assert result.returncode == 0, result.stderr[-3000:]
+  shape, peak_growth = result.stdout.splitlines()[-1].rsplit(' ', 1)
+  assert shape == '(4, 224, 224, 3)'
+  # A tenth of what all frames at short side 256 would take.
+  assert int(peak_growth) < num_frames * 256 * 341 * 3 // 10

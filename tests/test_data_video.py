@@ -44,3 +44,20 @@ def test_video_to_jpegs_resizes_short_side_keeping_aspect():
   image = Image.open(io.BytesIO(jpegs[0]))
   assert image.format == 'JPEG' and image.size == (341, 256)
   assert video.resized_shape(320, 240, 256) == (341, 256)
+
+
+def test_count_frames_and_decode_chosen_frames(tmp_path):
+  path = tmp_path / 'clip.avi'
+  path.write_bytes(data_helpers.video_bytes(12))
+  assert video.count_frames(path) == 12
+  all_frames, _ = video.decode_video(path, short_side=48)
+  chosen, fps = video.decode_video(path, short_side=48, indices=[7, 0, 0, 11])
+  assert fps == 25
+  np.testing.assert_array_equal(chosen, all_frames[[7, 0, 0, 11]])
+  with pytest.raises(DatasetError,
+                     match='clip.avi: frame 12 was asked for, but 12 frames'):
+    video.decode_video(path, indices=[3, 12])
+  broken = tmp_path / 'broken.avi'
+  broken.write_bytes(data_helpers.truncated(data_helpers.video_bytes(20)))
+  with pytest.raises(DatasetError, match='broken.avi: truncated'):
+    video.count_frames(broken)

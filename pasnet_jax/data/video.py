@@ -22,7 +22,7 @@ that decode videos while a dataset is built start quickly.
 
 import io
 import os
-from typing import Iterator
+from collections.abc import Collection, Iterator
 
 import av
 import numpy as np
@@ -69,9 +69,14 @@ def _ffmpeg_message(error: Exception) -> str:
   return getattr(error, 'strerror', None) or str(error)
 
 
-def _decoded_frames(source, short_side: int | None
-                    ) -> tuple[Iterator[av.VideoFrame], float]:
-  """Iterator over the frames as RGB, resized if `short_side`; and the fps.
+def _decoded_frames(source, short_side: int | None,
+                    wanted: Collection[int] | None = None
+                    ) -> tuple[Iterator[tuple[int, av.VideoFrame]], float]:
+  """Iterator over (index, frame as RGB, resized if `short_side`); and fps.
+
+  Only the frames whose index is in `wanted` (all if None) are converted;
+  the others come as (index, None). All are decoded, so that damage anywhere
+  is found.
 
   Decoding stays single-threaded: FFmpeg's frame threads swallow the error
   at the cut of a truncated file, which would then pass as a short video.
@@ -98,9 +103,12 @@ def _decoded_frames(source, short_side: int | None
             _check_aspect(frame.height, frame.width)
             size = ((frame.height, frame.width) if short_side is None else
                     resized_shape(frame.height, frame.width, short_side))
-          # swscale resizes and converts in one pass, outside the GIL.
-          yield frame.reformat(width=size[1], height=size[0], format='rgb24',
-                               interpolation='AREA')
+          if wanted is None or count in wanted:
+            # swscale resizes and converts in one pass, outside the GIL.
+            yield count, frame.reformat(width=size[1], height=size[0],
+                                        format='rgb24', interpolation='AREA')
+          else:
+            yield count, None
           count += 1
       except _DECODER_ERRORS as e:
         raise VideoDecodeError(f'decoding failed after {count} frames '
@@ -121,28 +129,62 @@ def _check_aspect(height: int, width: int):
                            'header?)')
 
 
-def decode_video(path: str | os.PathLike, short_side: int | None = None
-                 ) -> tuple[np.ndarray, float]:
-  """All frames of a video file as uint8 (N, H, W, 3) RGB, and its fps.
-
-  Args:
-    path: a video file FFmpeg can read.
-    short_side: if given, frames are resized so that their short side has
-      this many pixels (aspect kept), which bounds the memory long videos need.
-
-  Raises:
-    VideoDecodeError (a DatasetError) naming the file and the reason.
-  """
+def _checked_path(path: str | os.PathLike) -> str:
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DatasetError(f'{path} does not exist or is not a file.')
   if os.path.getsize(path) == 0:
     raise VideoDecodeError('the file is empty (0 bytes)', path)
+  return path
+
+
+def count_frames(path: str | os.PathLike) -> int:
+  """How many frames of a video file decode; checked as decode_video checks.
+
+  Raises:
+    VideoDecodeError (a DatasetError) naming the file and the reason.
+  """
+  path = _checked_path(path)
   try:
-    frames, fps = _decoded_frames(path, short_side)
-    return np.stack([f.to_ndarray() for f in frames]), fps
+    frames, _ = _decoded_frames(path, None, wanted=())
+    return sum(1 for _ in frames)
   except VideoDecodeError as e:
     raise VideoDecodeError(e.reason, path) from e
+
+
+def decode_video(path: str | os.PathLike, short_side: int | None = None,
+                 indices=None) -> tuple[np.ndarray, float]:
+  """The frames of a video file as uint8 (N, H, W, 3) RGB, and its fps.
+
+  Args:
+    path: a video file FFmpeg can read.
+    short_side: if given, frames are resized so that their short side has
+      this many pixels (aspect kept), which bounds the memory long videos need.
+    indices: if given, only these frames, in this order (an index may
+      repeat), so that a few frames of a long video need memory for those
+      only; count_frames says how many there are. All frames otherwise.
+
+  Raises:
+    VideoDecodeError (a DatasetError) naming the file and the reason.
+  """
+  path = _checked_path(path)
+  wanted = None if indices is None else {int(i) for i in indices}
+  try:
+    frames, fps = _decoded_frames(path, short_side, wanted)
+    kept, num_frames = {}, 0
+    for index, frame in frames:
+      num_frames = index + 1
+      if frame is not None:
+        kept[index] = frame.to_ndarray()
+  except VideoDecodeError as e:
+    raise VideoDecodeError(e.reason, path) from e
+  if indices is None:
+    return np.stack(list(kept.values())), fps
+  missing = wanted - kept.keys()
+  if missing:
+    raise VideoDecodeError(f'frame {max(missing)} was asked for, but '
+                           f'{num_frames} frames decode', path)
+  return np.stack([kept[int(i)] for i in indices]), fps
 
 
 def video_to_jpegs(data: bytes, short_side: int = STORED_SHORT_SIDE,
@@ -155,7 +197,7 @@ def video_to_jpegs(data: bytes, short_side: int = STORED_SHORT_SIDE,
     raise VideoDecodeError('the file is empty (0 bytes)')
   frames, fps = _decoded_frames(io.BytesIO(data), short_side)
   jpegs = []
-  for frame in frames:
+  for _, frame in frames:
     buffer = io.BytesIO()
     frame.to_image().save(buffer, format='JPEG', quality=quality)
     jpegs.append(buffer.getvalue())
