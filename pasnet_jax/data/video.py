@@ -10,6 +10,8 @@ What is done with unusual videos, the same for the dataset builders and
     decoded, so memory holds one full-size frame at a time.
   * Fewer frames than a clip needs, down to one: used; sampling repeats
     frames in order (see sampling.py).
+  * Long videos: the builders store every frame; `predict` keeps only the K
+    it samples (decode_video's `indices`).
   * Frames more elongated than MAX_ASPECT_RATIO: refused, as a damaged header
     most likely declares such a size.
   * Empty, truncated (fewer frames decode than the header declares) or not a
