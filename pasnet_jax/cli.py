@@ -1,6 +1,7 @@
 """What the command-line programs share: one clear line per known failure."""
 
 import contextlib
+import errno
 import logging as python_logging
 import os
 import sys
@@ -13,9 +14,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/jax/', '/flax/',
                      '/tensorflow/')
 
-# Exit codes: 2 for bad input (config, data, checkpoint), 3 for a run that
-# stopped on SIGTERM/SIGINT after saving, 4 for a diverged (NaN) run.
-BAD_INPUT, PREEMPTED, DIVERGED = 2, 3, 4
+# Exit codes: 2 for bad input (config, data, checkpoint) or storage (full
+# disk, unwritable workdir), 3 for a run that stopped on SIGTERM/SIGINT after
+# saving, 4 for a diverged (NaN) run, 5 for a multi-process run that lost a
+# process (restart all of them).
+BAD_INPUT, PREEMPTED, DIVERGED, PEER_LOST = 2, 3, 4, 5
+# What a full disk or a file size limit answers to a write.
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 class _LibraryInfoFilter(python_logging.Filter):
@@ -51,14 +56,28 @@ def clean_errors():
     sys.exit(PREEMPTED)
   except train.Diverged as error:
     _fail(str(error), DIVERGED)
+  except train.PeerLost as error:
+    # Exiting normally would run jax.distributed's shutdown barrier, which
+    # waits for the dead process and then aborts the survivor.
+    _fail(str(error), PEER_LOST, immediately=True)
   except (train.TrainingError, train.ConfigError, DatasetError,
           checkpoints.CheckpointError, UsageProblem) as error:
     _fail(str(error), BAD_INPUT)
   except OSError as error:
-    _fail(f'{error.strerror or error}: {error.filename or ""}'.rstrip(': '),
-          BAD_INPUT)
+    message = f'{error.strerror or error}: {error.filename or ""}'.rstrip(': ')
+    if error.errno in _NO_ROOM:
+      message += '; free space there and run the same command again'
+    _fail(message, BAD_INPUT)
 
 
-def _fail(message: str, code: int):
+def _fail(message: str, code: int, immediately: bool = False):
   sys.stderr.write(f'error: {message}\n')
+  sys.stderr.flush()
+  sys.stdout.flush()
+  if immediately:
+    os._exit(code)  # pylint: disable=protected-access
+  # The message is the last word: after a failed read or write, threads of
+  # Orbax and TensorStore still winding down print echoes of it at exit.
+  with open(os.devnull, 'w') as devnull:
+    os.dup2(devnull.fileno(), sys.stderr.fileno())
   sys.exit(code)

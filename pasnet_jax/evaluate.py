@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pasnet_jax import checkpoints
@@ -33,9 +34,25 @@ def scores_of(trained: inference.TrainedModel, mesh, clips: int, crops: int):
   return train.evaluate(variables, batches, model=trained.model, mesh=mesh)
 
 
+def check_fits(trained: inference.TrainedModel) -> None:
+  """Refuses a checkpoint that its run's config.json and classes do not describe.
+
+  Otherwise the first forward pass fails deep inside Flax.
+  """
+  config = trained.config
+  expected = jax.eval_shape(
+      trained.model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct(
+          (1, config.frames, config.image_size, config.image_size, 3),
+          jnp.float32))
+  checkpoints.check_fits(trained.variables, expected,
+                         f'The checkpoint of {trained.workdir}')
+
+
 def evaluate_runs(workdirs, clips: int = 0, crops: int = 0) -> dict:
   mesh = parallel.make_mesh()
   runs = [inference.load_trained(w) for w in workdirs]
+  for run in runs:
+    check_fits(run)
   names = runs[0].class_names
   for run in runs[1:]:
     if run.class_names != names or (run.config.dataset.name, run.config.dataset.config) != (

@@ -46,8 +46,10 @@ def initialize_distributed(config) -> None:
                   num_processes=config.num_processes,
                   process_id=config.process_id)
   kwargs['initialization_timeout'] = int(config.timeout_seconds)
-  # A process whose peer died stops waiting after this long, with an error.
+  # A process whose peer died stops waiting after this long, with an error,
+  # at a collective operation as at the barrier of its exit.
   kwargs['heartbeat_timeout_seconds'] = int(config.timeout_seconds)
+  kwargs['shutdown_timeout_seconds'] = int(config.timeout_seconds)
   jax.distributed.initialize(**kwargs)
   logging.info('jax.distributed: process %d of %d, %d local of %d devices',
                jax.process_index(), jax.process_count(),

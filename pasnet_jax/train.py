@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import os
+import shlex
 import signal
 import time
 from typing import Any
@@ -43,11 +44,12 @@ PREEMPTED_EXIT_CODE = 3
 STRATEGIES = ('twice', 'conventional')
 OPTIMIZERS = ('sgd', 'adam')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-# Config keys that decide the shapes of the saved state: a workdir written
-# with other values cannot be resumed.
-STATE_SHAPING_KEYS = ('dataset.name', 'model.fusion', 'strategy',
-                      'model.freeze_pose', 'model.bn_policy',
-                      'model.train_spatiotemporal_bn_affine')
+# What a workdir's checkpoints are of, with the dataset's class count:
+# resuming with other values would fail to restore (the shapes of the state
+# differ) or quietly go on training another model.
+IDENTITY_KEYS = ('dataset.name', 'dataset.config', 'model.fusion', 'frames',
+                 'image_size', 'strategy', 'optimizer.name', 'model.freeze_pose',
+                 'model.bn_policy', 'model.train_spatiotemporal_bn_affine')
 
 
 class TrainingError(Exception):
@@ -60,6 +62,10 @@ class Diverged(TrainingError):
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message names the key and a fix."""
+
+
+class PeerLost(TrainingError):
+  """A collective operation failed: another process has most likely died."""
 
 
 class Preempted(Exception):
@@ -371,24 +377,51 @@ def _check_workdir(workdir: str) -> None:
                         'Give a writable --workdir.') from error
 
 
-def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes config.json; refuses a workdir that holds another config's run."""
+def _run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+  identity = {key: _lookup(config, key) for key in IDENTITY_KEYS}
+  identity['num_classes'] = num_classes
+  return identity
+
+
+def _previous_identity(workdir: str) -> dict | None:
+  identity = checkpoints.read_format(workdir)
   path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
+  if identity is None and os.path.exists(path):
+    # A run from before checkpoint_format.json: its config.json says enough.
     with open(path) as f:
-      previous = ml_collections.ConfigDict(json.load(f))
-    for key in STATE_SHAPING_KEYS:
+      saved = ml_collections.ConfigDict(json.load(f))
+    identity = {}
+    for key in IDENTITY_KEYS:
       try:
-        before = _lookup(previous, key)
+        identity[key] = _lookup(saved, key)
       except (KeyError, AttributeError):
         continue
-      if before != _lookup(config, key):
-        raise TrainingError(
-            f'Workdir {workdir} holds a run with {key}={before!r}, but this '
-            f'config has {key}={_lookup(config, key)!r}. Use another --workdir '
-            'or the same config to resume.')
+  return identity
+
+
+def _claim_workdir(config: ml_collections.ConfigDict, workdir: str,
+                   num_classes: int) -> None:
+  """Refuses a workdir of another run; records this run's config and identity."""
+  identity = _run_identity(config, num_classes)
+  previous = _previous_identity(workdir) or {}
+  differing = [key for key in identity
+               if key in previous and previous[key] != identity[key]]
+  if differing:
+    there = ', '.join(f'{key}={previous[key]!r}' for key in differing)
+    here = ', '.join(f'{key}={identity[key]!r}' for key in differing)
+    flags = ' '.join(f'--config.{key}={shlex.quote(str(previous[key]))}'
+                     for key in differing if key != 'num_classes')
+    resume = [f'set {flags}'] if flags else []
+    if 'num_classes' in differing:
+      resume.append(f'use its dataset ({previous["num_classes"]} classes)')
+    raise TrainingError(
+        f'Workdir {workdir} holds a run with {there}, but this config has '
+        f'{here}. Use a new --workdir, or to resume that run '
+        + ' and '.join(resume) + '.')
   if jax.process_index() == 0:
-    checkpoints.write_json_atomically(path, config.to_dict())
+    checkpoints.write_format(workdir, identity)
+    checkpoints.write_json_atomically(os.path.join(workdir, 'config.json'),
+                                      config.to_dict())
 
 
 def _initial_sources(config, stage: int, workdir: str) -> list[tuple[str, dict]]:
@@ -508,7 +541,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
                 mesh: jax.sharding.Mesh) -> dict:
   """Trains one stage in `workdir`, resuming if it holds checkpoints."""
   _check_workdir(workdir)
-  _save_config(config, workdir)
+  _claim_workdir(config, workdir, dataset.num_classes)
   model = create_model(config.model, dataset.num_classes)
   frames, size = config.frames, config.image_size
   local_batch = parallel.local_batch_size(config.batch_size)
@@ -580,7 +613,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
       tracer.after(step, step_metrics)
       loss = float(step_metrics['loss'])
       if not np.isfinite(loss):
-        manager.wait_until_finished()
+        checkpoints.wait(manager)
         kept = manager.latest_step()
         raise Diverged(
             f'Loss became {loss} at step {step}; stopped. The last good '
@@ -604,11 +637,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
                          {'batches_taken': batches_taken + step - start_step},
                          evaluated)
       if signals.received:
-        manager.wait_until_finished()
+        checkpoints.wait(manager)
         raise Preempted(f'{signals.received} received: saved step {step} in '
                         f'{manager.directory}; run the same command to resume.')
   tracer.close()
-  manager.wait_until_finished()
+  checkpoints.wait(manager)
 
   if summary is None:
     summary = run_eval(state)
@@ -635,7 +668,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config)
   parallel.initialize_distributed(config.distributed)
   validate_devices(config)
-  workdir = os.path.abspath(workdir)
+  try:
+    return _train_and_evaluate(config, os.path.abspath(workdir))
+  except jax.errors.JaxRuntimeError as error:
+    if jax.process_count() == 1:
+      raise
+    raise PeerLost(
+        f'An operation across the {jax.process_count()} processes failed '
+        f'({checkpoints.error_summary(error)}): another process has most '
+        'likely died; see its log. Start every process again with the same '
+        'command to resume from the last complete checkpoint.') from error
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _check_workdir(workdir)
   mesh = parallel.make_mesh()
   dataset = load_dataset(config.dataset)

@@ -54,3 +54,44 @@ def test_missing_and_foreign_checkpoints_are_clear_errors(tmp_path):
   (broken / 'garbage').write_bytes(b'not a checkpoint')
   with pytest.raises(checkpoints.CheckpointError, match='Cannot read initial weights'):
     checkpoints.load_variables(str(broken))
+
+
+def test_a_source_of_another_model_is_refused():
+  openpose = {'params': {'pose_model': {'conv1_1': {'kernel': np.ones((3, 3, 3, 64))}}}}
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r'None of the 1 tensors of OpenPose x fit this model '
+                     r'\(e\.g\. params/pose_model/conv1_1/kernel'):
+    checkpoints.merge_initial(_fresh(), [('OpenPose x', openpose)])
+
+
+def test_check_fits_names_the_keys_that_differ():
+  other = _fresh()
+  other['params']['classifier'] = {'kernel': np.zeros((512, 5)),
+                                   'bias': np.zeros((5,))}
+  del other['params']['pose']
+  with pytest.raises(checkpoints.CheckpointError) as failure:
+    checkpoints.check_fits(other, _fresh(), 'run x')
+  assert str(failure.value) == (
+      'run x does not fit the model its config describes: '
+      'params/classifier/bias has shape (5,), this model (10,); '
+      'params/classifier/kernel has shape (512, 5), this model (512, 10); '
+      'params/pose/conv1_1/kernel is missing. The checkpoint and config.json '
+      'come from different runs.')
+  checkpoints.check_fits(_fresh(), _fresh(), 'run x')
+
+
+def test_format_file_round_trip_and_newer_format(tmp_path):
+  assert checkpoints.read_format(str(tmp_path)) is None
+  checkpoints.write_format(str(tmp_path), {'model.fusion': 'A', 'num_classes': 10})
+  assert checkpoints.read_format(str(tmp_path)) == {'model.fusion': 'A',
+                                                    'num_classes': 10}
+  path = tmp_path / checkpoints.FORMAT_FILE
+  path.write_text('{"format_version": 99, "written_by": "pasnet_jax 9.0", '
+                  '"identity": {}}')
+  with pytest.raises(checkpoints.CheckpointError,
+                     match='format 99, written by pasnet_jax 9.0; this '
+                     'pasnet_jax reads format 1 and earlier. Upgrade pasnet_jax'):
+    checkpoints.read_format(str(tmp_path))
+  path.write_text('{"format_vers')
+  with pytest.raises(checkpoints.CheckpointError, match='is unreadable'):
+    checkpoints.read_format(str(tmp_path))
