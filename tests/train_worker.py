@@ -1,11 +1,15 @@
 """Runs the training program on a tiny generated dataset; for fault tests.
 
   python tests/train_worker.py DATA_DIR WORKDIR NUM_TRAIN_STEPS
+      [--checkpoint-every N] [--init-workdir DIR] [--set KEY=VALUE ...]
+      [--coordinator HOST:PORT --num-processes P --process-id I --timeout S]
 
 Builds (once) a tiny `synthetic_actions` in DATA_DIR and trains fusion "A"
 at 32 x 32 through the same error handling as `python -m pasnet_jax.main`.
+With several processes, the dataset must have been built beforehand.
 """
 
+import argparse
 import os
 import sys
 
@@ -30,14 +34,14 @@ def tiny_dataset(data_dir: str) -> train.DatasetInfo:
       num_train_examples=builder.info.splits['train'].num_examples)
 
 
-def small_config(num_train_steps: int):
+def small_config(num_train_steps: int, checkpoint_every: int = 1000):
   config = synthetic_config.get_config()
   config.strategy = 'conventional'
   config.model.fusion = 'A'
   config.frames, config.image_size, config.eval_short_side = 2, 32, 36
   config.batch_size, config.eval_batch_size = 4, 4
   config.num_train_steps = num_train_steps
-  config.checkpoint_every_steps = 1000
+  config.checkpoint_every_steps = checkpoint_every
   config.eval_every_steps = 1000
   config.log_every_steps = 1
   config.optimizer.decay_at = ()
@@ -46,12 +50,40 @@ def small_config(num_train_steps: int):
 
 
 def main():
-  data_dir, workdir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+  parser = argparse.ArgumentParser()
+  parser.add_argument('data_dir')
+  parser.add_argument('workdir')
+  parser.add_argument('steps', type=int)
+  parser.add_argument('--checkpoint-every', type=int, default=1000)
+  parser.add_argument('--init-workdir', default='')
+  parser.add_argument('--set', action='append', default=[],
+                      help='A config override, e.g. model.fusion=A+pool(I).')
+  parser.add_argument('--coordinator', default='')
+  parser.add_argument('--num-processes', type=int, default=0)
+  parser.add_argument('--process-id', type=int, default=-1)
+  parser.add_argument('--timeout', type=int, default=300)
+  args = parser.parse_args()
+
   logging.set_verbosity(logging.INFO)
-  dataset = tiny_dataset(data_dir)
+  config = small_config(args.steps, args.checkpoint_every)
+  config.init.workdir = args.init_workdir
+  for override in args.set:
+    key, value = override.split('=', 1)
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = type(node[leaf])(value)
+  if args.coordinator:
+    config.distributed.initialize = 'always'
+    config.distributed.coordinator_address = args.coordinator
+    config.distributed.num_processes = args.num_processes
+    config.distributed.process_id = args.process_id
+    config.distributed.timeout_seconds = args.timeout
+  dataset = tiny_dataset(args.data_dir)
   train.load_dataset = lambda dataset_config: dataset
   with cli.clean_errors():
-    train.train_and_evaluate(small_config(steps), workdir)
+    train.train_and_evaluate(config, args.workdir)
 
 
 if __name__ == '__main__':
