@@ -7,21 +7,48 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THREE_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=3',
+                 'JAX_PLATFORMS': 'cpu'}
 
 
-@pytest.mark.parametrize('override, message', [
-    ('--config.optimiser.learning_rate=1',
-     "error: unknown config key 'optimiser' Did you mean \"optimizer\""),
-    ('--config.frames=abc', 'error: flag --config.frames=abc: invalid literal'),
-    ('--config.model.fusion=A+B', "error: Invalid config: model.fusion='A+B' is not a style"),
-])
-def test_bad_config_is_one_clear_line(override, message, tmp_path):
-  workdir = tmp_path / 'run'
-  result = subprocess.run(
+def _train(workdir, *overrides, env=None):
+  return subprocess.run(
       [sys.executable, '-m', 'pasnet_jax.main', '--config=configs/synthetic.py',
-       f'--workdir={workdir}', override], cwd=ROOT, capture_output=True,
-      text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  assert result.returncode == 2
+       f'--workdir={workdir}', *overrides], cwd=ROOT, capture_output=True,
+      text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {})))
+
+
+@pytest.mark.parametrize('overrides, message, env', [
+    (['--config.optimiser.learning_rate=1'],
+     "error: unknown config key 'optimiser' Did you mean \"optimizer\"", None),
+    (['--config.frames=abc'], 'error: flag --config.frames=abc: invalid literal',
+     None),
+    (['--config.model.fusion=A+B'],
+     "error: Invalid config: model.fusion='A+B' is not a style", None),
+    (['--config.image_size=100', '--config.frames=0'],
+     'error: Invalid config: image_size=100 must be a positive multiple of 32 '
+     '(e.g. 224); frames=0: need at least one frame (K >= 1)', None),
+    ([], 'error: batch_size / accumulation_steps = 8 clips per microbatch does '
+     'not divide over 3 devices; set --config.batch_size to a multiple of 3',
+     THREE_DEVICES),
+])
+def test_bad_config_is_one_clear_line(overrides, message, env, tmp_path):
+  workdir = tmp_path / 'run'
+  result = _train(workdir, *overrides, env=env)
+  assert result.returncode == 2, result.stderr[-3000:]
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+
+
+def test_unwritable_workdir_is_one_clear_line(tmp_path):
+  # As root, permissions do not stop a write; a path through a file does.
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  result = _train(blocker / 'run')
+  assert result.returncode == 2, result.stderr[-3000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  assert lines == [f'error: Cannot write to workdir {blocker}/run: Not a '
+                   'directory. Give a writable --workdir.']
+  assert 'Traceback' not in result.stderr

@@ -33,3 +33,25 @@ def test_paper_defaults():
   assert config.model.dropout == 0.3
   assert config.optimizer.clip_norm == 50
   assert config.batch_size == 64
+
+
+def test_every_invalid_value_is_named_at_once():
+  config = synthetic.get_config()
+  config.image_size, config.frames = 100, 0
+  config.model.fusion, config.optimizer.name = 'A+X', 'lamb'
+  with pytest.raises(train.ConfigError) as failure:
+    train.validate_config(config)
+  message = str(failure.value)
+  for part in ("model.fusion='A+X' is not a style", 'image_size=100 must be a '
+               'positive multiple of 32', 'frames=0: need at least one frame',
+               "optimizer.name='lamb'; valid: sgd, adam"):
+    assert part in message
+
+
+def test_eval_batch_that_does_not_split_over_devices_says_what_to_set(monkeypatch):
+  config = synthetic.get_config()
+  config.batch_size, config.eval_batch_size = 8, 20
+  monkeypatch.setattr(train.jax, 'device_count', lambda: 8)
+  with pytest.raises(train.ConfigError, match='eval_batch_size=20 does not divide '
+                     'over 8 devices; set --config.eval_batch_size to a multiple of 8'):
+    train.validate_devices(config)
