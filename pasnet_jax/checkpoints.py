@@ -211,12 +211,11 @@ def check_fits(variables: Any, expected: Any, source: str) -> None:
 
 def _damaged(directory: str, step: int, error: BaseException) -> CheckpointError:
   earlier = [s for s in complete_steps(directory) if s < step]
-  fallback = (f'delete {directory}/{step} to use step {earlier[-1]} instead'
-              if earlier else 'retrain, as no earlier step is kept')
+  fallback = (f'Delete {directory}/{step} to use step {earlier[-1]} instead'
+              if earlier else 'Retrain: no earlier step is kept')
   return CheckpointError(
       f'Checkpoint {directory}/{step} cannot be read ({error_summary(error)}): '
-      f'its files are damaged or incomplete. {fallback[0].upper()}'
-      f'{fallback[1:]}.')
+      f'its files are damaged or incomplete. {fallback}.')
 
 
 def restore(manager: ocp.CheckpointManager, step: int,

@@ -129,7 +129,7 @@ def test_resuming_a_truncated_checkpoint_names_the_step(data_dir, finished_run,
   result = _train(data_dir, workdir)
   _assert_one_clear_line(
       result, f'Checkpoint {workdir}/checkpoints/1 cannot be read (',
-      'its files are damaged or incomplete')
+      'its files are damaged or incomplete. Retrain: no earlier step is kept.')
 
 
 @pytest.mark.slow

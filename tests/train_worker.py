@@ -73,7 +73,8 @@ def main():
     node = config
     for parent in parents:
       node = node[parent]
-    node[leaf] = type(node[leaf])(value)
+    node[leaf] = (value == 'True' if isinstance(node[leaf], bool)
+                  else type(node[leaf])(value))
   if args.coordinator:
     config.distributed.initialize = 'always'
     config.distributed.coordinator_address = args.coordinator
