@@ -12,7 +12,6 @@ is written.
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import pickle
 import re
@@ -338,34 +337,11 @@ def write_checkpoint(variables, out_dir, metadata, force):
     shutil.rmtree(replaced, ignore_errors=True)
 
 
-class _AbandonedReadFilter:
-  """sys.unraisablehook without the reports of reads Orbax abandoned."""
-
-  def __init__(self, previous):
-    self.previous = previous
-
-  def __call__(self, unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError) and
-            str(unraisable.exc_value) == 'Event loop is closed'):
-      self.previous(unraisable)
-
-
-def silence_abandoned_reads():
-  """Keeps the reads Orbax abandons after a failed one off the console.
-
-  Orbax reads the arrays concurrently; when one read fails, the others are
-  left behind, and asyncio reports each with a traceback when it is
-  collected or its callback finds the event loop closed, after the one-line
-  error. The process is about to end with that error; they say nothing more.
-  """
-  logging.getLogger('asyncio').setLevel(logging.CRITICAL)
-  if not isinstance(sys.unraisablehook, _AbandonedReadFilter):
-    sys.unraisablehook = _AbandonedReadFilter(sys.unraisablehook)
-
-
 def read_converted(directory, converter):
   """(variables, metadata) of an OUT_DIR that `converter` wrote, for convert.pasnet."""
   import orbax.checkpoint as ocp
+
+  from pasnet_jax import checkpoints
 
   directory = Path(directory).absolute()
   try:
@@ -380,12 +356,12 @@ def read_converted(directory, converter):
     raise ConversionError(
         f'{directory}: written by {metadata.get("converter")}, '
         f'expected an output of {converter}')
+  checkpoints.silence_abandoned_work()
   try:
     variables = ocp.StandardCheckpointer().restore(directory)
   except Exception as error:  # pylint: disable=broad-except
     # A damaged directory fails inside Orbax in many ways: tensorstore's
     # ValueError, a KeyError from a mangled _METADATA, OSError...
-    silence_abandoned_reads()
     raise ConversionError(
         f'{directory}: unreadable Orbax checkpoint '
         f'({first_sentence(error) or type(error).__name__})') from None

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import importlib.metadata
 import json
+import logging as python_logging
 import os
 import re
 import sys
@@ -52,14 +53,21 @@ def error_summary(error: BaseException, limit: int = 300) -> str:
   return f'{error.__class__.__name__}: {text}'
 
 
-def _silence_closed_loop_echoes() -> None:
+def _is_abandoned_work_echo(record: python_logging.LogRecord) -> bool:
+  return record.getMessage().startswith(('Task exception was never retrieved',
+                                         'Future exception was never retrieved'))
+
+
+def silence_abandoned_work() -> None:
   """Keeps the echoes of a failed Orbax read or write off the console.
 
-  When one of its concurrent reads or writes fails, Orbax closes its event
-  loop while TensorStore still completes the others into it, from its own
-  threads and possibly after the error has reached us; each reports an
-  unraisable "Event loop is closed" with a traceback that would bury the
-  message. Only that error is dropped, from the moment a checkpoint is used.
+  When one of its concurrent reads or writes fails, Orbax abandons the
+  others and closes its event loop while TensorStore still completes them
+  into it, from its own threads and possibly before the error has reached
+  us. asyncio then reports each, with a traceback, as an unraisable "Event
+  loop is closed" or as a task exception never retrieved: noise that would
+  bury the one error line. Called before a checkpoint is used, since the
+  echoes can come first; only those two reports are dropped.
   """
   previous = sys.unraisablehook
   if getattr(previous, 'drops_closed_loop_echoes', False):
@@ -71,6 +79,8 @@ def _silence_closed_loop_echoes() -> None:
       previous(unraisable)
   hook.drops_closed_loop_echoes = True
   sys.unraisablehook = hook
+  python_logging.getLogger('asyncio').addFilter(
+      lambda record: not _is_abandoned_work_echo(record))
 
 
 def _storage_errno(error: BaseException) -> int | None:
@@ -122,7 +132,7 @@ def _storage_errors(manager: ocp.CheckpointManager, step: int | None):
 def create_manager(workdir: str, keep: int,
                    asynchronous: bool = True) -> ocp.CheckpointManager:
   """Manager keeping the `keep` latest steps and the best by eval top-1."""
-  _silence_closed_loop_echoes()
+  silence_abandoned_work()
   policy = preservation_policy.AnyPreservationPolicy([
       preservation_policy.LatestN(n=keep),
       preservation_policy.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
@@ -262,7 +272,7 @@ def load_variables(path: str, which: str = 'best') -> dict:
                           'directory written by python -m convert.eco / '
                           'convert.openpose or a training workdir.')
   path = os.path.abspath(path)
-  _silence_closed_loop_echoes()
+  silence_abandoned_work()
   if _is_run_workdir(path):
     return _load_run(path, which)
   try:
