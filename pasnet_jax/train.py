@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import signal
+import tempfile
 import time
 from typing import Any
 
@@ -368,10 +369,11 @@ def _stage_config(config: ml_collections.ConfigDict, stage: int
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
+    # A probe of its own for each process: with one shared name, one
+    # process could remove the probe another is about to remove.
+    with tempfile.NamedTemporaryFile('w', dir=workdir, prefix='.write_test'
+                                     ) as probe:
+      probe.write('ok')
   except OSError as error:
     raise TrainingError(f'Cannot write to workdir {workdir}: {error.strerror}. '
                         'Give a writable --workdir.') from error
