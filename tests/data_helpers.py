@@ -81,12 +81,18 @@ def video_bytes(num_frames: int, width: int = 32, height: int = 24,
       x = i % max(1, width - side)
       image[height // 2:height // 2 + side, x:x + side] = 255
       image[:8, :8] = i * 8 % 256
-      frame = av.VideoFrame.from_ndarray(image, format='rgb24')
-      for packet in stream.encode(frame):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
+      encode_frame(container, stream, image, 'rgb24')
+    encode_frame(container, stream, None, 'rgb24')
   return buffer.getvalue()
+
+
+def encode_frame(container, stream, image: np.ndarray | None,
+                 frame_format: str) -> None:
+  """Encodes and muxes one frame; None flushes the encoder."""
+  frame = (None if image is None else
+           av.VideoFrame.from_ndarray(image, format=frame_format))
+  for packet in stream.encode(frame):
+    container.mux(packet)
 
 
 def truncated(data: bytes) -> bytes:

@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 from configs import synthetic as synthetic_config
 from pasnet_jax import train
 from tests import conftest
+from tests import data_helpers
 
 CLASS_NAMES = ('walk', 'wave', 'jump')
 # The smallest clip PASNet takes, so that `predict` compiles in seconds.
@@ -48,9 +49,6 @@ def gray_video_bytes(num_frames: int, width: int, height: int) -> bytes:
     stream.width, stream.height, stream.pix_fmt = width, height, 'gray'
     for i in range(num_frames):
       image = np.full((height, width), 10 * i + 20, np.uint8)
-      frame = av.VideoFrame.from_ndarray(image, format='gray')
-      for packet in stream.encode(frame):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
+      data_helpers.encode_frame(container, stream, image, 'gray')
+    data_helpers.encode_frame(container, stream, None, 'gray')
   return buffer.getvalue()
