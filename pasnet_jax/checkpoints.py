@@ -32,9 +32,10 @@ BEST_METRIC = 'top1'
 FORMAT_FILE = 'checkpoint_format.json'
 # Raise when a change makes checkpoints unreadable by earlier versions.
 FORMAT_VERSION = 1
-# Why a write failed for lack of room or permission; the fix is outside.
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS,
-                   errno.EACCES, errno.EPERM)
+# Why a write failed for lack of room (a full disk, a file size limit, a
+# quota) or of permission; the fix is outside.
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_STORAGE_ERRNOS = NO_ROOM_ERRNOS + (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class CheckpointError(Exception):
@@ -119,7 +120,7 @@ def _storage_errors(manager: ocp.CheckpointManager, step: int | None):
     kept = complete_steps(str(manager.directory))
     which = f'step {step} ' if step is not None else ''
     fix = ('Free space there (or give a --workdir with room)'
-           if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else
+           if code in NO_ROOM_ERRNOS else
            'Make it writable (or give another --workdir)')
     resume = (f'it resumes from step {kept[-1]}, the last complete checkpoint'
               if kept else 'it starts over, as no checkpoint is complete')
@@ -159,8 +160,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   Raises StorageError if this or the previous save was refused by the disk.
   """
   # The previous save's error surfaces here, when Orbax waits for it.
-  with _storage_errors(manager, _pending_step(manager)):
-    manager.wait_until_finished()
+  wait(manager)
   with _storage_errors(manager, step):
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)),

@@ -1,7 +1,6 @@
 """What the command-line programs share: one clear line per known failure."""
 
 import contextlib
-import errno
 import logging as python_logging
 import os
 import sys
@@ -19,8 +18,6 @@ _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/jax/', '/flax/',
 # saving, 4 for a diverged (NaN) run, 5 for a multi-process run that lost a
 # process (restart all of them).
 BAD_INPUT, PREEMPTED, DIVERGED, PEER_LOST = 2, 3, 4, 5
-# What a full disk or a file size limit answers to a write.
-_NO_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 class _LibraryInfoFilter(python_logging.Filter):
@@ -65,7 +62,7 @@ def clean_errors():
     _fail(str(error), BAD_INPUT)
   except OSError as error:
     message = f'{error.strerror or error}: {error.filename or ""}'.rstrip(': ')
-    if error.errno in _NO_ROOM:
+    if error.errno in checkpoints.NO_ROOM_ERRNOS:
       message += '; free space there and run the same command again'
     _fail(message, BAD_INPUT)
 
