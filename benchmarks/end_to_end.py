@@ -27,7 +27,6 @@ decoding costs what it costs on the real archive's frames. Compilation
 
 import argparse
 import datetime
-import functools
 import json
 import os
 import pathlib
@@ -43,7 +42,6 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
@@ -85,17 +83,8 @@ class Row:
     variables = init_variables(model, config.seed, shape)
     schedule = train.learning_rate_schedule(config,
                                             config.optimizer.learning_rate)
-    optimizer = train.create_optimizer(config, variables['params'], model,
-                                       schedule)
-    self.state = jax.device_put(train.TrainState(
-        step=jnp.zeros((), jnp.int32), params=variables['params'],
-        batch_stats=variables['batch_stats'],
-        opt_state=optimizer.init(variables['params']),
-        rng=jax.random.PRNGKey(config.seed)),
-                                parallel.replicated_sharding(mesh))
-    self.step_fn = jax.jit(functools.partial(
-        train.train_step, model=model, optimizer=optimizer,
-        accumulation_steps=1, mesh=mesh), donate_argnums=(0,))
+    self.state, self.step_fn = train.create_training(config, model, variables,
+                                                     schedule, mesh)
     self.dataset = dataset
 
   def batches(self):

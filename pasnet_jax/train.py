@@ -538,6 +538,22 @@ def _write_results(workdir: str, summary: dict, class_names, extra: dict) -> dic
   return results
 
 
+def create_training(config: ml_collections.ConfigDict, model: PASNet,
+                    variables: dict, schedule: optax.Schedule,
+                    mesh: jax.sharding.Mesh):
+  """(initial TrainState on the devices, jitted step(state, batch))."""
+  optimizer = create_optimizer(config, variables['params'], model, schedule)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                     batch_stats=variables['batch_stats'],
+                     opt_state=optimizer.init(variables['params']),
+                     rng=jax.random.PRNGKey(config.seed))
+  step_fn = jax.jit(functools.partial(
+      train_step, model=model, optimizer=optimizer,
+      accumulation_steps=config.accumulation_steps, mesh=mesh),
+                    donate_argnums=(0,))
+  return jax.device_put(state, parallel.replicated_sharding(mesh)), step_fn
+
+
 def train_stage(config: ml_collections.ConfigDict, workdir: str,
                 sources: list[tuple[str, dict]], dataset: DatasetInfo,
                 mesh: jax.sharding.Mesh) -> dict:
@@ -554,12 +570,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
       fresh, _drop_mismatched_classifier(sources, dataset.num_classes))
   for line in report:
     logging.info('init: %s', line)
-  optimizer = create_optimizer(config, variables['params'], model, schedule)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                     batch_stats=variables['batch_stats'],
-                     opt_state=optimizer.init(variables['params']),
-                     rng=jax.random.PRNGKey(config.seed))
-  state = jax.device_put(state, parallel.replicated_sharding(mesh))
+  state, step_fn = create_training(config, model, variables, schedule, mesh)
 
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   batches_taken = 0
@@ -572,10 +583,6 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
                  manager.directory, latest)
   start_step = int(state.step)
 
-  step_fn = jax.jit(functools.partial(
-      train_step, model=model, optimizer=optimizer,
-      accumulation_steps=config.accumulation_steps, mesh=mesh),
-                    donate_argnums=(0,))
   eval_fn = jax.jit(functools.partial(eval_step, model=model))
 
   def run_eval(state) -> dict:
