@@ -19,8 +19,13 @@ profile plugin reads: `tensorboard --logdir LOGDIR`); the `.trace.json.gz`
 file there also opens in https://ui.perfetto.dev.
 """
 
+import collections
 import contextlib
+import glob
+import gzip
+import json
 import os
+import re
 import time
 from typing import Any, Callable, Sequence
 
@@ -31,7 +36,8 @@ import jax
 def trace(logdir: str, create_perfetto_link: bool = False):
   """jax.profiler.trace into `logdir`, creating the folder first."""
   os.makedirs(logdir, exist_ok=True)
-  with jax.profiler.trace(logdir, create_perfetto_link=create_perfetto_link):
+  with jax.profiler.trace(logdir, create_perfetto_link=create_perfetto_link,
+                          create_perfetto_trace=True):
     yield logdir
 
 
@@ -99,3 +105,75 @@ def trace_calls(fn: Callable, args: Sequence[Any], logdir: str, steps: int = 3,
       if feed is not None:
         args = feed(out)
   return seconds
+
+
+# Host-side wrappers of XLA:CPU's executor: they span the ops, not add to them.
+_CPU_WRAPPERS = ('ThunkExecutor', 'Await', 'end: ')
+
+
+def top_ops(logdir: str, top: int = 15) -> dict:
+  """Where the device time of the newest trace under `logdir` went.
+
+  Reads the Perfetto JSON that `trace` writes. On a GPU it sums the events
+  of the device's "XLA Ops" lines (one per HLO op run); on the CPU, the ops
+  that XLA's worker threads ran. Returns {'total_ms', 'ops': [(name, ms,
+  count)], 'kinds': [(kind, ms)]}, a kind being an op's name without its
+  numeric suffix (all `convolution.N` together, say), and 'lines', the
+  trace's busiest (process / thread) lines with their event counts; times
+  are summed over every traced call.
+  """
+  paths = sorted(glob.glob(os.path.join(logdir, 'plugins', 'profile', '*',
+                                        '*perfetto_trace.json.gz')))
+  if not paths:
+    raise FileNotFoundError(f'no perfetto_trace.json.gz under {logdir}')
+  with gzip.open(paths[-1]) as f:
+    trace_json = json.load(f)
+  events = trace_json['traceEvents'] if isinstance(trace_json, dict) else trace_json
+  process_names, thread_names = {}, {}
+  for event in events:
+    if event.get('ph') == 'M' and event.get('name') == 'process_name':
+      process_names[event['pid']] = event['args']['name']
+    elif event.get('ph') == 'M' and event.get('name') == 'thread_name':
+      thread_names[(event['pid'], event.get('tid'))] = event['args']['name']
+  on_device = {key for key in thread_names
+               if '/device:' in process_names.get(key[0], '')}
+  # Per HLO op where the trace has that line, else per kernel on the streams.
+  device_ops = ({key for key in on_device if thread_names[key] == 'XLA Ops'} or
+                {key for key in on_device if 'Stream' in thread_names[key]})
+
+  def counted(event):
+    key = (event['pid'], event.get('tid'))
+    if device_ops:
+      return key in device_ops
+    return (thread_names.get(key, '').startswith('tf_XLA')
+            and not any(w in event['name'] for w in _CPU_WRAPPERS))
+
+  total_us, count = collections.Counter(), collections.Counter()
+  for event in events:
+    if event.get('ph') == 'X' and counted(event):
+      total_us[event['name']] += event.get('dur', 0.0)
+      count[event['name']] += 1
+  kinds = collections.Counter()
+  for name, us in total_us.items():
+    kinds[re.sub(r'(\.\d+)+$', '', name)] += us
+  lines = collections.Counter(
+      f"{process_names.get(e['pid'], e['pid'])} / {thread_names.get((e['pid'], e.get('tid')), '?')}"
+      for e in events if e.get('ph') == 'X')
+  return {'total_ms': sum(total_us.values()) / 1e3, 'lines': dict(lines.most_common(12)),
+          'ops': [(name, us / 1e3, count[name]) for name, us in total_us.most_common(top)],
+          'kinds': [(kind, us / 1e3) for kind, us in kinds.most_common(top)]}
+
+
+def format_top_ops(summary: dict) -> str:
+  """A printable table of `top_ops`."""
+  total = summary['total_ms'] or 1.0
+  if not summary['ops']:
+    return ('no device ops found in the trace; its lines (process / thread: '
+            f"events) were {summary['lines']}")
+  lines = [f"device op time {summary['total_ms']:.1f} ms in all; by kind:"]
+  lines += [f'  {ms:10.2f} ms {100 * ms / total:5.1f} %  {kind}'
+            for kind, ms in summary['kinds']]
+  lines.append('top ops:')
+  lines += [f'  {ms:10.2f} ms {100 * ms / total:5.1f} % x{n:<4d} {name[:100]}'
+            for name, ms, n in summary['ops']]
+  return '\n'.join(lines)
