@@ -319,9 +319,19 @@ def count_flops(spec: Spec, size: int, remat: bool = False) -> float:
   variables = jax.eval_shape(model.init, jax.random.key(0),
                              jax.ShapeDtypeStruct((1, 1, 32, 32, 3), jnp.float32))
   fn, args = jax_program(spec, variables, video, labels, remat)
-  lowered = fn.trace(*args).lower(lowering_platforms=('cpu',))
-  cost = lowered.cost_analysis()
-  if isinstance(cost, list):
+  flops = _flops(fn.trace(*args).lower(lowering_platforms=('cpu',)).cost_analysis())
+  if flops == 0.0:
+    # JAX 0.11 no longer counts a lowered program; a program compiled for
+    # the host CPU is still counted (this costs one CPU compilation).
+    on_host = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+    args = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_host), args)
+    flops = _flops(fn.trace(*args).lower().compile().cost_analysis())
+  return flops
+
+
+def _flops(cost) -> float:
+  if isinstance(cost, list):  # older JAX: one dict per computation
     cost = cost[0] if cost else {}
   return float((cost or {}).get('flops', 0.0))
 
@@ -344,12 +354,11 @@ class JaxRunner:
       self.compiled = self.lowered.compile()
     return time.perf_counter() - start
 
-  def cost(self) -> dict:
-    if jax.default_backend() == 'cpu':
-      cost = self.compiled.cost_analysis()
-      if isinstance(cost, list):  # older JAX: one dict per computation
-        cost = cost[0] if cost else {}
-      flops = float((cost or {}).get('flops', 0.0))
+  def cost(self, count: bool = True) -> dict:
+    if not count:
+      flops = 0.0
+    elif jax.default_backend() == 'cpu':
+      flops = _flops(self.compiled.cost_analysis())
     else:
       flops = count_flops(self.spec, self.args[-3 if self.spec.mode != 'infer' else 1].shape[2],
                           self.remat)
@@ -471,7 +480,7 @@ def run_row(spec: Spec, args, ctx) -> dict:
   jax_runner = JaxRunner(spec, variables, video, labels, remat=args.remat)
   row['jax'] = jax_result = {}
   jax_result['compile_s'] = jax_runner.compile()
-  jax_result.update(jax_runner.cost())
+  jax_result.update(jax_runner.cost(count=not args.no_flops))
   flops = jax_result['flops']
   ctx.setdefault('xla_bytes', {})[spec] = jax_result.get('xla_bytes')
   peak = ctx['peaks'][spec.dtype]['gflops_per_s']
@@ -776,6 +785,9 @@ def parse_args(argv=None):
   parser.add_argument('--no-torch', dest='torch', action='store_false',
                       help='time JAX alone')
   parser.add_argument('--remat', action='store_true', help='PASNet(remat=True)')
+  parser.add_argument('--no-flops', action='store_true',
+                      help='leave FLOPs at 0, to count them later with --recount-flops '
+                      '(off a CPU, counting compiles every row once more for the host)')
   parser.add_argument('--matmul-size', type=int, default=None,
                       help='side of the peak-measuring matmul (4096 CPU, 8192 GPU)')
   parser.add_argument('--compile-check', default=None,
@@ -804,7 +816,8 @@ def parse_args(argv=None):
   parser.add_argument('--out', default=None, help='JSON path (default benchmarks/results/model_<backend>.json)')
   parser.add_argument('--plot', default=None, help='PNG path (default beside --out)')
   parser.add_argument('--profile', default=None,
-                      help='write a profiler trace of the first row\'s JAX calls to this folder')
+                      help='write a profiler trace of the first row\'s JAX calls to this folder '
+                      'and print where their device time went, op by op')
   return parser.parse_args(argv)
 
 
@@ -935,8 +948,14 @@ def main(argv=None):
                        np.zeros(spec.batch, np.int32), remat=args.remat)
     runner.compile()
     profiling.trace_calls(lambda: runner.run(), (), args.profile, steps=3)
-    print(f'profile of {spec.label} written to {args.profile}', flush=True)
+    print(f'profile of {spec.label} (3 calls) written to {args.profile}', flush=True)
     del runner
+    try:
+      summary = profiling.top_ops(args.profile)
+      results['profile'] = {**dataclasses.asdict(spec), 'calls': 3, **summary}
+      print(profiling.format_top_ops(summary), flush=True)
+    except (OSError, ValueError, KeyError) as error:
+      print(f'no op summary of the trace: {error}', flush=True)
 
   searched = False
 
