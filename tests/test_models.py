@@ -110,6 +110,28 @@ def test_caffe_pooling_matches_torch_ceil_mode(size):
                                atol=1e-6)
 
 
+@pytest.mark.parametrize('kernel,stride,pad,size', [(3, 2, 0, 13), (3, 2, 0, 14),
+                                                    (2, 2, 0, 9), (3, 1, 1, 8)])
+@pytest.mark.parametrize('values', ['normal', 'relu', 'integers'])
+def test_max_pool_gradient_goes_where_torch_sends_it(kernel, stride, pad, size, values):
+  # ReLU outputs and integers tie often inside a window: the gradient must
+  # go to the first maximum in row-major order, as PyTorch's does, and
+  # never be split.
+  rng = np.random.default_rng(size)
+  x = rng.normal(size=(2, size, size + 1, 3)).astype(np.float32)
+  x = {'normal': x, 'relu': np.maximum(x, 0), 'integers': np.round(2 * x)}[values]
+  pool = functools.partial(layers.max_pool_ceil, kernel=kernel, stride=stride, pad=pad)
+  pooled, backward = jax.vjp(pool, jnp.asarray(x))
+  upstream = rng.normal(size=pooled.shape).astype(np.float32)
+  (grad,) = backward(jnp.asarray(upstream))
+
+  x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().requires_grad_()
+  torch.nn.functional.max_pool2d(x_torch, kernel, stride, pad, ceil_mode=True).backward(
+      torch.from_numpy(upstream).permute(0, 3, 1, 2))
+  np.testing.assert_allclose(np.asarray(grad), x_torch.grad.permute(0, 2, 3, 1).numpy(),
+                             rtol=1e-6, atol=1e-6)
+
+
 def test_pooling_rounds_up_where_floor_would_lose_a_row():
   assert layers.max_pool_ceil(np.zeros((1, 112, 112, 1)), 3, 2).shape[1] == 56
   assert layers.max_pool_ceil(np.zeros((1, 56, 56, 1)), 3, 2).shape[1] == 28

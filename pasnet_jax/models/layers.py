@@ -7,6 +7,7 @@ norm reproduces PyTorch's (unbiased running variance, momentum 0.1), so that
 statistics updated here match those updated by the original training code.
 """
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -35,9 +36,68 @@ def _window_padding(x: jax.Array, kernel: int, stride: int, pad: int):
 
 
 def max_pool_ceil(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.Array:
-  """Max pooling over H and W of NHWC `x` with ceil-mode output size."""
-  padding = _window_padding(x, kernel, stride, pad)
-  return nn.max_pool(x, (kernel, kernel), (stride, stride), padding[1:3])
+  """Max pooling over H and W of NHWC `x` with ceil-mode output size.
+
+  The gradient goes to the first maximum of each window in row-major order,
+  as in PyTorch and Caffe.
+  """
+  padding = tuple(_window_padding(x, kernel, stride, pad))
+  return _max_pool(x, kernel, stride, padding)
+
+
+def _window_taps(padded: jax.Array, kernel: int, stride: int, out_h: int, out_w: int):
+  """(row, column, strided slice) for each of the window's kernel**2 taps."""
+  for row in range(kernel):
+    for column in range(kernel):
+      yield row, column, padded[:, row:row + (out_h - 1) * stride + 1:stride,
+                                column:column + (out_w - 1) * stride + 1:stride]
+
+
+def _pooled_size(size: int, kernel: int, stride: int, padding) -> int:
+  return (size + padding[0] + padding[1] - kernel) // stride + 1
+
+
+# XLA:CPU differentiates reduce_window's max through select-and-scatter with
+# index arrays, 7x slower than the maximum of strided slices and the masked
+# scatter below (measured: 149 ms against 20 ms for the gradient of ECO's
+# first pool, 8 x 112 x 112 x 64).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x: jax.Array, kernel: int, stride: int, padding) -> jax.Array:
+  return _max_pool_forward(x, kernel, stride, padding)[0]
+
+
+def _max_pool_forward(x, kernel, stride, padding):
+  padded = jnp.pad(x, padding, constant_values=-jnp.inf)
+  out_h = _pooled_size(x.shape[1], kernel, stride, padding[1])
+  out_w = _pooled_size(x.shape[2], kernel, stride, padding[2])
+  pooled = None
+  for _, _, tap in _window_taps(padded, kernel, stride, out_h, out_w):
+    pooled = tap if pooled is None else jnp.maximum(pooled, tap)
+  return pooled, (x, pooled)
+
+
+def _max_pool_backward(kernel, stride, padding, residuals, grad):
+  x, pooled = residuals
+  padded = jnp.pad(x, padding, constant_values=-jnp.inf)
+  out_h, out_w = pooled.shape[1:3]
+  unclaimed = jnp.ones(pooled.shape, bool)
+  grad_padded = jnp.zeros(padded.shape, grad.dtype)
+  zero = jnp.zeros((), grad.dtype)
+  for row, column, tap in _window_taps(padded, kernel, stride, out_h, out_w):
+    first = unclaimed & (tap == pooled)
+    unclaimed = unclaimed & ~first
+    # The transpose of the strided slice: spread back with interior padding.
+    grad_padded = grad_padded + jax.lax.pad(
+        jnp.where(first, grad, zero), zero,
+        ((0, 0, 0),
+         (row, padded.shape[1] - row - (out_h - 1) * stride - 1, stride - 1),
+         (column, padded.shape[2] - column - (out_w - 1) * stride - 1, stride - 1),
+         (0, 0, 0)))
+  (_, (top, _), (left, _), _) = padding
+  return (grad_padded[:, top:top + x.shape[1], left:left + x.shape[2]],)
+
+
+_max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 def avg_pool_ceil(x: jax.Array, kernel: int, stride: int, pad: int = 0) -> jax.Array:
