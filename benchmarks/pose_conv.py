@@ -1,0 +1,140 @@
+"""OpenPose's 7 x 7 stage convolution, written several ways, timed alone.
+
+    python benchmarks/pose_conv.py                      # on a GPU: bf16, 512 and 128 frames
+    .venv/bin/python benchmarks/pose_conv.py --frames=8 --dtypes=float32   # on a CPU
+
+On an H200, about 60 % of PAS-Net's training step (K = 16, batch 32, bf16,
+pose frozen) goes to the 50 convolutions of 7 x 7 x 128 -> 128 (and 185 ->
+128) in OpenPose's stages 2 to 6, which cuDNN runs with an Ampere kernel
+(sm80 ..._indexed_...). This script times the same convolution written as:
+  xla      - lax.conv_general_dilated, NHWC (what `layers.conv` does);
+  matmuls  - the 7 column taps unrolled into the channels (7 x C of them,
+             rows outermost), then one plain GEMM per row tap, summed in
+             float32;
+  patches  - lax.conv_general_dilated_patches (full im2col) and one matmul.
+Each form is checked against `xla` (max abs difference over the output's
+largest value) and reported in ms, TFLOP/s and as a fraction of a same-dtype
+8192^3 (GPU) or 4096^3 (CPU) matmul measured in the run. The model keeps
+`xla`, the fastest form measured on both machines (README, Performance).
+"""
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def xla_conv(x, kernel):
+  pad = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), [(pad, pad), (pad, pad)],
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def matmuls_conv(x, kernel):
+  batch, height, width, channels = x.shape
+  size, _, _, features = kernel.shape
+  pad = size // 2
+  rows = jnp.transpose(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), (1, 0, 2, 3))
+  # Rows outermost, so that each row tap's operand is one contiguous matrix.
+  columns = jnp.concatenate([rows[:, :, j:j + width] for j in range(size)], axis=-1)
+  weights = kernel.reshape(size, size * channels, features)
+  total = sum(jnp.dot(columns[i:i + height].reshape(-1, size * channels), weights[i],
+                      preferred_element_type=jnp.float32) for i in range(size))
+  return jnp.transpose(total.reshape(height, batch, width, features), (1, 0, 2, 3)
+                       ).astype(x.dtype)
+
+
+def patches_conv(x, kernel):
+  size, _, channels, features = kernel.shape
+  pad = size // 2
+  cols = jax.lax.conv_general_dilated_patches(
+      x, (size, size), (1, 1), [(pad, pad), (pad, pad)],
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  # Patches come out channel-major: (C, kh, kw) within the last axis.
+  weights = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(channels * size * size, features)
+  return jnp.dot(cols, weights, preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+FORMS = {
+    'xla': xla_conv,
+    'matmuls': matmuls_conv,
+    'patches': patches_conv,
+}
+
+
+def timed(fn, args, repeats):
+  jax.block_until_ready(fn(*args))
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    seconds.append(time.perf_counter() - start)
+  return float(np.median(seconds))
+
+
+def matmul_tflops(dtype, size, repeats):
+  a = jnp.ones((size, size), dtype)
+  seconds = timed(jax.jit(jnp.dot), (a, a), repeats)
+  return 2 * size ** 3 / seconds / 1e12
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  on_gpu = jax.default_backend() == 'gpu'
+  parser.add_argument('--frames', default='512,128' if on_gpu else '8',
+                      help='comma-separated frame counts (B x K)')
+  parser.add_argument('--in-channels', default='128,185',
+                      help='comma-separated input channels (128: Mconv2-5; 185: Mconv1)')
+  parser.add_argument('--dtypes', default='bfloat16' if on_gpu else 'float32')
+  parser.add_argument('--forms', default=','.join(FORMS))
+  parser.add_argument('--repeats', type=int, default=10 if on_gpu else 3)
+  parser.add_argument('--out', default=None, help='JSON path')
+  args = parser.parse_args(argv)
+
+  results = {'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
+             'matmul_tflops': {}, 'rows': []}
+  size = 8192 if on_gpu else 4096
+  for dtype in args.dtypes.split(','):
+    results['matmul_tflops'][dtype] = matmul_tflops(jnp.dtype(dtype), size, args.repeats)
+    print(f"{results['device']}: {dtype} {size}^3 matmul "
+          f"{results['matmul_tflops'][dtype]:.1f} TFLOP/s", flush=True)
+  rng = np.random.default_rng(0)
+  print(f"{'form':8s} {'dtype':9s} {'frames':>6s} {'C':>4s} {'ms':>8s} {'TFLOP/s':>8s} "
+        f"{'% mm':>5s} {'max diff':>9s}")
+  for dtype in args.dtypes.split(','):
+    for frames in map(int, args.frames.split(',')):
+      for channels in map(int, args.in_channels.split(',')):
+        x = jnp.asarray(rng.standard_normal((frames, 28, 28, channels)), dtype)
+        kernel = jnp.asarray(rng.standard_normal((7, 7, channels, 128))
+                             / np.sqrt(49 * channels), dtype)
+        flops = 2 * frames * 28 * 28 * 49 * channels * 128
+        reference = np.asarray(jax.jit(xla_conv)(x, kernel), np.float32)
+        scale = float(np.max(np.abs(reference)))
+        for form in args.forms.split(','):
+          fn = jax.jit(FORMS[form])
+          try:
+            seconds = timed(fn, (x, kernel), args.repeats)
+          except Exception as error:  # noqa: BLE001 - e.g. out of memory; next form
+            print(f'{form:8s} {dtype:9s} {frames:6d} {channels:4d} failed: '
+                  f'{type(error).__name__}: {str(error)[:200]}', flush=True)
+            continue
+          diff = float(np.max(np.abs(np.asarray(fn(x, kernel), np.float32) - reference))) / scale
+          tflops = flops / seconds / 1e12
+          row = {'form': form, 'dtype': dtype, 'frames': frames,
+                 'in_channels': channels, 'ms': seconds * 1e3, 'tflops': tflops,
+                 'matmul_fraction': tflops / results['matmul_tflops'][dtype],
+                 'max_relative_difference': diff}
+          results['rows'].append(row)
+          print(f"{form:8s} {dtype:9s} {frames:6d} {channels:4d} {seconds * 1e3:8.3f} "
+                f"{tflops:8.1f} {100 * row['matmul_fraction']:5.0f} {diff:9.2e}", flush=True)
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
