@@ -1,11 +1,23 @@
 """Helpers shared by the test modules."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Tests that need several devices start their own processes with
 # --xla_force_host_platform_device_count; the in-process suite keeps the
 # default single CPU device so compiled functions stay comparable.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# Many tests train the same tiny configs again (a resumed run, its rerun,
+# the workers of the fault tests), and each run builds its jitted step
+# afresh. One compilation cache for the session, inherited by the worker
+# processes, compiles each program once. It starts empty on every run.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='pasnet_jax_test_cache_')
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
 
 import jax
 import numpy as np
