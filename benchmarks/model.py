@@ -947,12 +947,13 @@ def main(argv=None):
                                    ).astype(np.float32),
                        np.zeros(spec.batch, np.int32), remat=args.remat)
     runner.compile()
-    profiling.trace_calls(lambda: runner.run(), (), args.profile, steps=3)
-    print(f'profile of {spec.label} (3 calls) written to {args.profile}', flush=True)
+    calls = 3
+    profiling.trace_calls(lambda: runner.run(), (), args.profile, steps=calls)
+    print(f'profile of {spec.label} ({calls} calls) written to {args.profile}', flush=True)
     del runner
     try:
       summary = profiling.top_ops(args.profile)
-      results['profile'] = {**dataclasses.asdict(spec), 'calls': 3, **summary}
+      results['profile'] = {**dataclasses.asdict(spec), 'calls': calls, **summary}
       print(profiling.format_top_ops(summary), flush=True)
     except (OSError, ValueError, KeyError) as error:
       print(f'no op summary of the trace: {error}', flush=True)
