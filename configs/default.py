@@ -61,11 +61,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.fusion = 'A+pool(I)+pool(F)'
   config.model.dropout = 0.3
   config.model.dtype = 'float32'
-  config.model.bn_policy = 'partial'
+  # The authors' UCF-101 finetune trains every BatchNorm (--no_partialbn);
+  # 'partial' is ECO-pytorch's default, which freezes all but the first.
+  config.model.bn_policy = 'trainable'
   config.model.freeze_pose = True
   config.model.remat = False
   config.model.fusion_conv_init = 'identity'
-  config.model.train_spatiotemporal_bn_affine = False
+  # ECO's 3D part for runs from random weights: 'official' (the authors')
+  # or 'early'. Converted or trained weights bring their own layout.
+  config.model.eco_layout = 'official'
   config.model.lambdas = ml_collections.ConfigDict()
   config.model.lambdas.explicit = 1.5
   config.model.lambdas.implicit = 1.5

@@ -21,9 +21,6 @@ def get_config(arg: str = ''):
   config.image_size = 64
   config.eval_short_side = 72
   config.model.fusion = options['fusion']
-  # Random initial weights: every BatchNorm has to learn its statistics.
-  config.model.bn_policy = 'trainable'
-  config.model.train_spatiotemporal_bn_affine = True
 
   config.batch_size = 8
   config.accumulation_steps = 1

@@ -1,7 +1,9 @@
 """PyTorch reference definitions of ECO, the OpenPose body model and PAS-Net.
 
-Written from ARCHITECTURE.md, independently of the Flax models, so that the
-two can be checked against each other. They serve three purposes:
+Written from the public code whose checkpoints users hold (the ECO
+authors' mzolfaghari/ECO-pytorch and the early zhang-can/ECO-pytorch port,
+Hzzone/pytorch-openpose; docs/architecture.md), independently of the Flax
+models, so that the two can be checked against each other. They serve three purposes:
   - the converters read the expected tensor names and shapes off them
     (state_dict keys are exactly those of the users' checkpoints:
     `base_model.<layer>.*` and `new_fc.*` for ECO, flat Caffe names for
@@ -72,16 +74,78 @@ APPEARANCE_CONVS = (
 
 # ---------------------------------------------------------------- ECO, 3D part
 
-# (block name, output channels, stride of its first conv); each block has
-# convs `<block>_1`, `<block>_2` and BatchNorms `<block>_1_bn`, `<block>_bn`.
-SPATIOTEMPORAL_BLOCKS = (
-    ('res3a', 128, 1),
-    ('res3b', 128, 1),
-    ('res4a', 256, 2),
-    ('res4b', 256, 1),
-    ('res5a', 512, 2),
-    ('res5b', 512, 1),
-)
+# The 3D part as each release's layer list (tf_model_zoo/ECO/ECO.yaml)
+# spells it, one row per layer: ('conv', name, input, channels, stride) is a
+# 3 x 3 x 3 Conv3d with padding 1; ('bn', name, input) a BatchNorm3d followed
+# by an in-place ReLU, so that later readers of `name` see the ReLU'd map;
+# ('add', name, a, b) an element-wise sum. A graph of names rather than
+# blocks, so that it shares no structure with the Flax module it checks.
+SPATIOTEMPORAL_GRAPHS = {
+    # mzolfaghari/ECO-pytorch, the authors' release.
+    'official': (
+        ('conv', 'res3a_2', 'x_A', 128, 1),
+        ('bn', 'res3a_bn', 'res3a_2'),
+        ('conv', 'res3b_1', 'res3a_bn', 128, 1),
+        ('bn', 'res3b_1_bn', 'res3b_1'),
+        ('conv', 'res3b_2', 'res3b_1_bn', 128, 1),
+        ('add', 'res3b', 'res3b_2', 'res3a_2'),
+        ('bn', 'res3b_bn', 'res3b'),
+        ('conv', 'res4a_1', 'res3b_bn', 256, 2),
+        ('bn', 'res4a_1_bn', 'res4a_1'),
+        ('conv', 'res4a_2', 'res4a_1_bn', 256, 1),
+        ('conv', 'res4a_down', 'res3b_bn', 256, 2),
+        ('add', 'res4a', 'res4a_2', 'res4a_down'),
+        ('bn', 'res4a_bn', 'res4a'),
+        ('conv', 'res4b_1', 'res4a_bn', 256, 1),
+        ('bn', 'res4b_1_bn', 'res4b_1'),
+        ('conv', 'res4b_2', 'res4b_1_bn', 256, 1),
+        ('add', 'res4b', 'res4b_2', 'res4a'),
+        ('bn', 'res4b_bn', 'res4b'),
+        ('conv', 'res5a_1', 'res4b_bn', 512, 2),
+        ('bn', 'res5a_1_bn', 'res5a_1'),
+        ('conv', 'res5a_2', 'res5a_1_bn', 512, 1),
+        ('conv', 'res5a_down', 'res4b_bn', 512, 2),
+        ('add', 'res5a', 'res5a_2', 'res5a_down'),
+        ('bn', 'res5a_bn', 'res5a'),
+        ('conv', 'res5b_1', 'res5a_bn', 512, 1),
+        ('bn', 'res5b_1_bn', 'res5b_1'),
+        ('conv', 'res5b_2', 'res5b_1_bn', 512, 1),
+        ('add', 'res5b', 'res5b_2', 'res5a'),
+        ('bn', 'res5b_bn', 'res5b'),
+    ),
+    # zhang-can/ECO-pytorch, the earlier port the authors forked.
+    'early': (
+        ('conv', 'res3a_1', 'x_A', 128, 1),
+        ('bn', 'res3a_1_bn', 'res3a_1'),
+        ('conv', 'res3a_2', 'res3a_1_bn', 128, 1),
+        ('bn', 'res3a_bn', 'res3a_2'),
+        ('conv', 'res3b_1', 'res3a_bn', 128, 1),
+        ('bn', 'res3b_1_bn', 'res3b_1'),
+        ('conv', 'res3b_2', 'res3b_1_bn', 128, 1),
+        ('add', 'res3b', 'res3b_2', 'res3a_2'),
+        ('bn', 'res3b_bn', 'res3b'),
+        ('conv', 'res4a_1', 'res3b_bn', 256, 2),
+        ('bn', 'res4a_1_bn', 'res4a_1'),
+        ('conv', 'res4a_2', 'res4a_1_bn', 256, 1),
+        ('bn', 'res4a_bn', 'res4a_2'),
+        ('conv', 'res4b_1', 'res4a_bn', 256, 1),
+        ('bn', 'res4b_1_bn', 'res4b_1'),
+        ('conv', 'res4b_2', 'res4b_1_bn', 256, 1),
+        ('add', 'res4b', 'res4b_2', 'res4a_2'),
+        ('bn', 'res4b_bn', 'res4b'),
+        ('conv', 'res5a_1', 'res4b_bn', 512, 2),
+        ('bn', 'res5a_1_bn', 'res5a_1'),
+        ('conv', 'res5a_2', 'res5a_1_bn', 512, 1),
+        ('bn', 'res5a_bn', 'res5a_2'),
+        ('conv', 'res5b_1', 'res5a_bn', 512, 1),
+        ('bn', 'res5b_1_bn', 'res5b_1'),
+        ('conv', 'res5b_2', 'res5b_1_bn', 512, 1),
+        ('add', 'res5b', 'res5b_2', 'res5a_2'),
+        ('bn', 'res5b_bn', 'res5b'),
+    ),
+}
+# The authors build every Conv3d with a bias; the early port with none.
+SPATIOTEMPORAL_BIAS = {'official': True, 'early': False}
 SPATIOTEMPORAL_FEATURES = 512
 
 
@@ -92,19 +156,25 @@ class ECOBase(nn.Module):
   are flat: `conv1_7x7_s2.weight`, `conv1_7x7_s2_bn.running_mean`, ...
   """
 
-  def __init__(self, spatiotemporal_in_channels=APPEARANCE_CHANNELS):
+  def __init__(self, spatiotemporal_in_channels=APPEARANCE_CHANNELS,
+               layout='official'):
     super().__init__()
     for name, cin, cout, kernel, stride, pad in APPEARANCE_CONVS:
       self.add_module(name, nn.Conv2d(cin, cout, kernel, stride, pad))
       self.add_module(f'{name}_bn', nn.BatchNorm2d(cout, eps=BN_EPS))
-    cin = spatiotemporal_in_channels
-    for block, cout, stride in SPATIOTEMPORAL_BLOCKS:
-      self.add_module(f'{block}_1',
-                      nn.Conv3d(cin, cout, 3, stride, 1, bias=False))
-      self.add_module(f'{block}_1_bn', nn.BatchNorm3d(cout, eps=BN_EPS))
-      self.add_module(f'{block}_2', nn.Conv3d(cout, cout, 3, 1, 1, bias=False))
-      self.add_module(f'{block}_bn', nn.BatchNorm3d(cout, eps=BN_EPS))
-      cin = cout
+    self.graph = SPATIOTEMPORAL_GRAPHS[layout]
+    channels = {'x_A': spatiotemporal_in_channels}
+    for op, name, source, *rest in self.graph:
+      if op == 'conv':
+        cout, stride = rest
+        self.add_module(name, nn.Conv3d(channels[source], cout, 3, stride, 1,
+                                        bias=SPATIOTEMPORAL_BIAS[layout]))
+        channels[name] = cout
+      elif op == 'bn':
+        self.add_module(name, nn.BatchNorm3d(channels[source], eps=BN_EPS))
+        channels[name] = channels[source]
+      else:
+        channels[name] = channels[source]
 
   def _conv_bn_relu(self, name, x):
     x = getattr(self, name)(x)
@@ -138,15 +208,23 @@ class ECOBase(nn.Module):
     return self._conv_bn_relu('inception_3c_double_3x3_1', x)
 
   def spatiotemporal(self, clips):
-    """Clips (B, C, T, h, w) -> (B, 512) global average of res5b's output."""
-    x, skip = clips, None
-    for block, _, _ in SPATIOTEMPORAL_BLOCKS:
-      y = F.relu(getattr(self, f'{block}_1_bn')(getattr(self, f'{block}_1')(x)))
-      y = getattr(self, f'{block}_2')(y)
-      # The skip path carries the pre-BN sum; a stage's first block
-      # ("a") starts a new one, there is no shortcut convolution.
-      skip = y if block.endswith('a') else y + skip
-      x = F.relu(getattr(self, f'{block}_bn')(skip))
+    """Clips (B, C, T, h, w) -> (B, 512) pooled output of res5b_bn."""
+    maps = {'x_A': clips}
+    for op, name, source, *rest in self.graph:
+      if op == 'conv':
+        maps[name] = getattr(self, name)(maps[source])
+      elif op == 'bn':
+        maps[name] = F.relu(getattr(self, name)(maps[source]))
+      else:
+        maps[name] = maps[source] + maps[rest[0]]
+    x = maps['res5b_bn']
+    frames = clips.shape[2]
+    # The authors' global_pool: an average over (K/4, 7, 7), ceil mode,
+    # stride 1. Where that window is the whole map (224 x 224, K % 4 == 0)
+    # use it as they do; elsewhere their code fails or keeps several
+    # cells, and the port's choice is the global average.
+    if frames % 4 == 0 and x.shape[2:] == (frames // 4, 7, 7):
+      return F.avg_pool3d(x, (frames // 4, 7, 7), 1, ceil_mode=True).flatten(1)
     return x.mean(dim=(2, 3, 4))
 
 
@@ -168,9 +246,10 @@ class ECO(nn.Module):
   def __init__(self,
                num_classes,
                dropout=0.3,
-               spatiotemporal_in_channels=APPEARANCE_CHANNELS):
+               spatiotemporal_in_channels=APPEARANCE_CHANNELS,
+               layout='official'):
     super().__init__()
-    self.base_model = ECOBase(spatiotemporal_in_channels)
+    self.base_model = ECOBase(spatiotemporal_in_channels, layout)
     self.dropout = nn.Dropout(dropout)
     self.new_fc = nn.Linear(SPATIOTEMPORAL_FEATURES, num_classes)
 
@@ -351,7 +430,8 @@ class PASNet(nn.Module):
                num_classes,
                fusion='A+pool(I)+pool(F)',
                dropout=0.3,
-               lambdas=LAMBDAS):
+               lambdas=LAMBDAS,
+               layout='official'):
     super().__init__()
     if fusion not in FUSION_STYLES:
       raise ValueError(
@@ -359,7 +439,7 @@ class PASNet(nn.Module):
     self.style = fusion
     self.lambdas = lambdas
     fused_channels = POSE_TAP_CHANNELS if fusion == 'I' else APPEARANCE_CHANNELS
-    self.eco = ECO(num_classes, dropout, fused_channels)
+    self.eco = ECO(num_classes, dropout, fused_channels, layout)
     self.openpose = OpenPose() if fusion != 'A' else None
     self.fusion_conv = None
     if fusion.startswith('conv('):

@@ -38,6 +38,7 @@ from pasnet_jax import profiling
 from pasnet_jax.data import pipeline
 from pasnet_jax.data.errors import DatasetError
 from pasnet_jax.models import fusion as fusion_lib
+from pasnet_jax.models import layers
 from pasnet_jax.models.fusion import Lambdas
 from pasnet_jax.models.pasnet import PASNet, STRIDE, init_variables
 
@@ -50,7 +51,7 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # differ) or quietly go on training another model.
 IDENTITY_KEYS = ('dataset.name', 'dataset.config', 'model.fusion', 'frames',
                  'image_size', 'strategy', 'optimizer.name', 'model.freeze_pose',
-                 'model.bn_policy', 'model.train_spatiotemporal_bn_affine')
+                 'model.bn_policy', 'model.eco_layout')
 
 
 class TrainingError(Exception):
@@ -147,7 +148,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       remat=model_config.remat,
       lambdas=Lambdas(**model_config.lambdas.to_dict()),
       fusion_conv_init=model_config.fusion_conv_init,
-      train_spatiotemporal_bn_affine=model_config.train_spatiotemporal_bn_affine)
+      eco_layout=model_config.eco_layout)
 
 
 def parameter_labels(params: Any, model: PASNet) -> Any:
@@ -161,12 +162,8 @@ def parameter_labels(params: Any, model: PASNet) -> Any:
     part, layer = names[0], names[1] if len(names) > 1 else ''
     if part == 'pose' and model.freeze_pose:
       return 'frozen'
-    if part == 'appearance' and layer.endswith('_bn'):
-      frozen = model.bn_policy == 'frozen' or (
-          model.bn_policy == 'partial' and layer != 'conv1_7x7_s2_bn')
-      return 'frozen' if frozen else 'trainable'
-    if (part == 'spatiotemporal' and layer.endswith('_bn') and
-        not model.train_spatiotemporal_bn_affine):
+    if (part in ('appearance', 'spatiotemporal') and layer.endswith('_bn') and
+        layers.batchnorm_frozen(model.bn_policy, layer)):
       return 'frozen'
     return 'trainable'
   return jax.tree_util.tree_map_with_path(label, params)

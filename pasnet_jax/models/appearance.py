@@ -14,37 +14,30 @@ from pasnet_jax.models import layers
 
 # Caffe BN-Inception's mean, in BGR order; the network takes unscaled BGR.
 BGR_MEAN = (104.0, 117.0, 128.0)
-FIRST_BN = 'conv1_7x7_s2_bn'
-BN_POLICIES = ('frozen', 'partial', 'trainable')
 
 
 class Appearance(nn.Module):
   """ECO's BN-Inception 2D part.
 
   Attributes:
-    bn_policy: "frozen": every BatchNorm uses its running statistics, also in
-      training, and its scale and offset get no gradient; "partial" (ECO's
-      default): all but the first BatchNorm are frozen; "trainable": none is.
+    bn_policy: layers.BN_POLICIES. "frozen": every BatchNorm uses its running
+      statistics, also in training, and its scale and offset get no
+      gradient; "partial" (ECO-pytorch's default): all but the first
+      BatchNorm are frozen; "trainable" (the authors' finetune): none is.
     dtype: compute dtype; parameters and statistics stay float32.
     remat: recompute each block in the backward pass instead of storing its
       activations.
   """
-  bn_policy: str = 'partial'
+  bn_policy: str = 'trainable'
   dtype: Any = jnp.float32
   remat: bool = False
-
-  def _frozen(self, bn_name: str) -> bool:
-    if self.bn_policy not in BN_POLICIES:
-      raise ValueError(f'Unknown bn_policy {self.bn_policy!r}; valid: {BN_POLICIES}')
-    return self.bn_policy == 'frozen' or (self.bn_policy == 'partial' and
-                                          bn_name != FIRST_BN)
 
   def _conv_bn_relu(self, x, name, features, kernel, train, stride=1, pad=0):
     x = layers.conv(x, features, kernel, name=name, stride=stride, pad=pad,
                     dtype=self.dtype)
     bn_name = f'{name}_bn'
-    x = layers.BatchNorm(frozen=self._frozen(bn_name), dtype=self.dtype,
-                         name=bn_name)(x, train)
+    x = layers.BatchNorm(frozen=layers.batchnorm_frozen(self.bn_policy, bn_name),
+                         dtype=self.dtype, name=bn_name)(x, train)
     return nn.relu(x)
 
   def _inception(self, x, prefix, widths, train):

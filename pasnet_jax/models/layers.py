@@ -124,16 +124,12 @@ class BatchNorm(nn.Module):
 
   Attributes:
     frozen: use the running statistics also when training and keep the scale
-      and offset out of the gradient (ECO's frozen 2D BatchNorm layers).
-    affine_trainable: whether scale and offset receive gradients when the
-      layer is not frozen (ECO trains its 3D BatchNorm statistics but never
-      their scale and offset).
+      and offset out of the gradient (ECO's partial BN).
     momentum: PyTorch convention, weight of the new batch's statistics.
     epsilon: added to the variance.
     dtype: dtype of the output; statistics are always computed in float32.
   """
   frozen: bool = False
-  affine_trainable: bool = True
   momentum: float = 0.1
   epsilon: float = 1e-5
   dtype: Dtype = jnp.float32
@@ -147,7 +143,7 @@ class BatchNorm(nn.Module):
                                  jnp.float32)
     running_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
                                 jnp.float32)
-    if self.frozen or not self.affine_trainable:
+    if self.frozen:
       scale, bias = jax.lax.stop_gradient(scale), jax.lax.stop_gradient(bias)
 
     x32 = x.astype(jnp.float32)
@@ -169,13 +165,28 @@ class BatchNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+# ECO-pytorch's partial BN: in training every BatchNorm but the first one,
+# 2D and 3D alike, runs on its running statistics with scale and offset
+# frozen. The authors' UCF-101 finetune turns it off ("trainable").
+BN_POLICIES = ('trainable', 'partial', 'frozen')
+FIRST_BN = 'conv1_7x7_s2_bn'
+
+
+def batchnorm_frozen(bn_policy: str, name: str) -> bool:
+  """Whether BatchNorm `name` of ECO is frozen under `bn_policy`.
+
+  The one rule for the models and the optimizer's labels alike.
+  """
+  return bn_policy == 'frozen' or (bn_policy == 'partial' and name != FIRST_BN)
+
+
 # XLA's CPU backend computes 3D convolutions, and above all their gradients,
 # about half as fast as 2D ones (measured: 0.84 s against 0.38 s for one
 # 3 x 3 x 3, 128-channel forward and backward pass at 16 x 28 x 28 on two
-# cores). There a 3D convolution runs as a sum over its temporal taps of
-# 2D convolutions with time folded into the batch; the result is the same
-# up to float rounding. Set False to use XLA's 3D convolution everywhere.
-CONV3D_AS_2D_ON_CPU = True
+# cores). There "auto" runs a 3D convolution as a sum over its temporal taps
+# of 2D convolutions with time folded into the batch; the result is the same
+# up to float rounding. Other backends run XLA's 3D convolution.
+CONV3D_FORMS = ('auto', 'native', 'as_2d')
 
 
 class ConvParams(nn.Module):
@@ -219,16 +230,19 @@ def conv3d_as_2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int
 
 def conv(x: jax.Array, features: int, kernel: int | Sequence[int], *, name: str,
          stride: int = 1, pad: int = 0, use_bias: bool = True,
-         dtype: Dtype = jnp.float32) -> jax.Array:
+         dtype: Dtype = jnp.float32, conv3d: str = 'auto') -> jax.Array:
   """A Caffe-style convolution (symmetric padding) over all spatial axes.
 
   Must be called inside a compact method: the convolution becomes a child
   of the calling module under `name`, so layer names stay flat and equal to
-  the original networks' names.
+  the original networks' names. `conv3d` picks the form of a 3D convolution
+  (CONV3D_FORMS); both forms have the same variables.
   """
   spatial = x.ndim - 2
   kernel_size = (kernel,) * spatial if isinstance(kernel, int) else tuple(kernel)
-  if (spatial == 3 and CONV3D_AS_2D_ON_CPU and jax.default_backend() == 'cpu'):
+  as_2d = conv3d == 'as_2d' or (conv3d == 'auto' and
+                                jax.default_backend() == 'cpu')
+  if spatial == 3 and as_2d:
     weights, bias = ConvParams(features, kernel_size, use_bias, name=name)(
         x.shape[-1])
     y = conv3d_as_2d(x.astype(dtype), weights.astype(dtype), stride, pad)

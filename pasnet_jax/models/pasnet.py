@@ -41,24 +41,27 @@ class PASNet(nn.Module):
     dropout: dropout rate before the classifier.
     dtype: compute dtype (e.g. jnp.bfloat16); parameters, BatchNorm
       statistics and the logits stay float32.
-    bn_policy: BatchNorm policy of the appearance part, see Appearance.
+    bn_policy: BatchNorm policy of ECO's 2D and 3D parts (layers.BN_POLICIES).
     freeze_pose: no gradient flows into the pose branch, so none of its
       backward pass is computed.
     remat: recompute blocks in the backward pass to save memory.
     lambdas: weights of the additive fusion styles.
     fusion_conv_init: "identity" or "random" for the conv(...) styles.
-    train_spatiotemporal_bn_affine: train the 3D BatchNorm scale/offset.
+    eco_layout: "official" (the ECO authors' release) or "early" (the port
+      they forked); see spatiotemporal.LAYOUTS.
+    conv3d: form of the 3D convolutions, layers.CONV3D_FORMS.
   """
   num_classes: int
   fusion: str = 'A+pool(I)+pool(F)'
   dropout: float = 0.3
   dtype: Any = jnp.float32
-  bn_policy: str = 'partial'
+  bn_policy: str = 'trainable'
   freeze_pose: bool = True
   remat: bool = False
   lambdas: Lambdas = Lambdas()
   fusion_conv_init: str = 'identity'
-  train_spatiotemporal_bn_affine: bool = False
+  eco_layout: str = 'official'
+  conv3d: str = 'auto'
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool = False,
@@ -92,8 +95,9 @@ class PASNet(nn.Module):
                    name='fusion')(appearance, pose)
     features['fused'] = fused
     clips = fused.reshape(batch, frames_per_clip, *fused.shape[1:])
-    pooled = Spatiotemporal(train_bn_affine=self.train_spatiotemporal_bn_affine,
+    pooled = Spatiotemporal(layout=self.eco_layout, bn_policy=self.bn_policy,
                             dtype=self.dtype, remat=self.remat,
+                            conv3d=self.conv3d,
                             name='spatiotemporal')(clips, train)
     features['pooled'] = pooled
     x = nn.Dropout(self.dropout, deterministic=not train)(pooled)
