@@ -5,7 +5,12 @@
 Reads the layouts people hold: the TSN wrapper's keys (`module.base_model.*`,
 `module.new_fc.*`) inside a training checkpoint {'epoch', 'arch',
 'state_dict', 'best_prec1'}, the same without `module.`, bare state dicts,
-and Kinetics checkpoints whose classifier is `base_model.fc_final`.
+and Kinetics checkpoints whose classifier is `base_model.fc_final` (the
+authors' ECO_Lite_rgb_model_Kinetics.pth.tar). Both ECO 3D layouts convert:
+the authors' ("official": `res3a_2` on x_A, `res4a_down`/`res5a_down`, 3D
+biases) and the early port's ("early": `res3a_1`, no shortcuts, no 3D
+biases); the layout is read off the keys, printed, and recorded in
+conversion.json as `eco_layout`.
 OUT_DIR holds {"params": {"appearance", "spatiotemporal"[, "classifier"]},
 "batch_stats": {"appearance", "spatiotemporal"}}, which
 PASNet(num_classes, fusion="A").apply takes as it is, and which
@@ -25,6 +30,26 @@ from convert.torch_models import ECO
 CLASSIFIER = 'new_fc'
 KINETICS_CLASSIFIER = 'base_model.fc_final'
 DATA_PARALLEL_PREFIX = 'module.'
+# A layer only one layout has; the same markers as
+# pasnet_jax.models.spatiotemporal.layout_of reads off converted weights.
+LAYOUT_MARKERS = {'official': 'base_model.res4a_down.weight',
+                  'early': 'base_model.res3a_1.weight'}
+LAYOUT_SOURCES = {'official': "the ECO authors' release, mzolfaghari/ECO-pytorch",
+                  'early': 'the early port, zhang-can/ECO-pytorch'}
+
+
+def eco_layout(path, tensors):
+  """"official" or "early": which 3D part the reference-keyed `tensors` hold.
+
+  A file with neither marker layer is checked against the official layout,
+  so that the error names what is missing.
+  """
+  found = [layout for layout, key in LAYOUT_MARKERS.items() if key in tensors]
+  if len(found) > 1:
+    raise ConversionError(
+        f'{path}: holds layers of both ECO layouts ({LAYOUT_MARKERS["official"]} '
+        f'and {LAYOUT_MARKERS["early"]}); it is not a checkpoint of either')
+  return found[0] if found else 'official'
 
 
 def reference_keys(path, tensors):
@@ -90,8 +115,10 @@ def convert_eco(path, num_classes=None, drop_classifier=False):
   weight = tensors.get(CLASSIFIER + '.weight')
   file_classes = weight.shape[
       0] if weight is not None and weight.ndim == 2 else None
+  layout = eco_layout(path, tensors)
+  report.layout += f'; ECO layout {layout} ({LAYOUT_SOURCES[layout]})'
   with torch.device('meta'):
-    expected = torch_io.reference_tensors(ECO(file_classes or 1))
+    expected = torch_io.reference_tensors(ECO(file_classes or 1, layout=layout))
   if not any(key in expected for key in tensors if key not in classifier_keys):
     raise torch_io.other_network_error(path, list(originals.values()), 'ECO',
                                        '[module.]base_model.<layer>.*')
@@ -137,6 +164,7 @@ def convert_eco(path, num_classes=None, drop_classifier=False):
   kept_classes = file_classes if keep_classifier else None
   metadata = torch_io.source_metadata('convert.eco', path, report.layout,
                                       kept_classes)
+  metadata['eco_layout'] = layout
   return variables, metadata, report
 
 

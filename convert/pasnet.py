@@ -23,7 +23,7 @@ POSE_PART = 'pose'
 INIT_SIZE = 32  # the smallest frame PASNet takes; init needs shapes only
 
 
-def initializer(fusion, num_classes, seed):
+def initializer(fusion, num_classes, seed, eco_layout):
   """(shapes of PASNet's variables, function computing some of their initial values).
 
   Only the leaves neither checkpoint provides need values; jitting an init
@@ -38,7 +38,7 @@ def initializer(fusion, num_classes, seed):
 
   from pasnet_jax.models.pasnet import PASNet
 
-  model = PASNet(num_classes, fusion=fusion)
+  model = PASNet(num_classes, fusion=fusion, eco_layout=eco_layout)
   video = np.zeros((1, 1, INIT_SIZE, INIT_SIZE, 3), np.float32)
   init = functools.partial(model.init, jax.random.key(seed), video, train=False)
 
@@ -61,13 +61,13 @@ def source_of(key):
 
 
 def assemble(shapes, initial_values, eco, openpose, fusion, directories,
-             report):
+             report, first_3d_conv):
   """PASNet variables: every leaf that ECO or OpenPose has, the rest from init.
 
   shapes: {flattened key: abstract leaf} of PASNet's variables.
   initial_values(keys) -> {key: PASNet.init's value} for the leaves left.
   Leaves that only a new class count or fusion style changes (the
-  classifier, style I's res3a_1) are initialised anew when their shapes
+  classifier, style I's `first_3d_conv`) are initialised anew when their shapes
   differ; any other missing or misshapen leaf means a broken directory.
   """
   from flax import traverse_util
@@ -99,7 +99,7 @@ def assemble(shapes, initial_values, eco, openpose, fusion, directories,
       new.setdefault(
           layer, f"ECO_OUT's classifier has {source.shape[-1]} classes, "
           f'{num_classes} asked for; PASNet.init')
-    elif fusion == 'I' and key[2] == 'res3a_1':
+    elif fusion == 'I' and key[2] == first_3d_conv:
       new.setdefault(
           layer, f'fusion I feeds it {abstract.shape[-2]} channels, '
           f"ECO's takes {source.shape[-2]}; PASNet.init")
@@ -172,6 +172,8 @@ def parse_args(argv):
 
 
 def main(argv=None):
+  from pasnet_jax.models import spatiotemporal
+
   args = parse_args(argv)
   torch_io.check_out_dir(args.out_dir, args.force)
   needs_pose = args.fusion != 'A'
@@ -187,12 +189,19 @@ def main(argv=None):
 
   report = torch_io.Report(source=f'{args.eco} + {args.openpose}' if args
                            .openpose else str(args.eco))
-  report.layout = f'fusion {args.fusion}, {args.num_classes} classes'
-  shapes, initial_values = initializer(args.fusion, args.num_classes, args.seed)
+  layout = spatiotemporal.layout_of(eco.get('params', {}).get('spatiotemporal', {}))
+  if layout is None:
+    raise ConversionError(f'{args.eco}: holds no ECO 3D part of either layout '
+                          '(res4a_down or res3a_1); convert it again with '
+                          'convert.eco')
+  report.layout = (f'fusion {args.fusion}, {args.num_classes} classes, '
+                   f'ECO layout {layout}')
+  shapes, initial_values = initializer(args.fusion, args.num_classes, args.seed,
+                                       layout)
   variables = assemble(shapes, initial_values, eco, openpose, args.fusion, {
       'ECO': args.eco,
       'OpenPose': args.openpose
-  }, report)
+  }, report, spatiotemporal.first_conv(layout))
   metadata = {
       'converter':
           'convert.pasnet',
@@ -200,6 +209,8 @@ def main(argv=None):
           args.fusion,
       'num_classes':
           args.num_classes,
+      'eco_layout':
+          layout,
       'seed':
           args.seed,
       'eco': {

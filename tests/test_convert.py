@@ -131,8 +131,10 @@ def test_eco_tensors_land_in_flax_layout(eco, eco_converted):
 
 def test_eco_report_and_metadata(eco_file, eco_converted):
   stdout, _, metadata = eco_converted
-  assert 'mapped: 176 tensors (appearance 114, spatiotemporal 60, classifier 2)' in stdout
-  assert 'ignored: 31 x <bn>.num_batches_tracked' in stdout
+  assert 'mapped: 186 tensors (appearance 114, spatiotemporal 70, classifier 2)' in stdout
+  assert 'ignored: 30 x <bn>.num_batches_tracked' in stdout
+  assert "ECO layout official (the ECO authors' release" in stdout
+  assert metadata['eco_layout'] == 'official'
   assert 'missing: none' in stdout
   assert metadata['source'] == str(eco_file.absolute())
   assert metadata['sha256'] == hashlib.sha256(eco_file.read_bytes()).hexdigest()
@@ -201,6 +203,100 @@ def test_nested_openpose_layout_gives_the_same_variables(
   assert_same_variables(restore(workdir / 'nested_out'), openpose_converted[1])
 
 
+def kinetics_keys():
+  """{key: shape} of the authors' Kinetics ECO-Lite, as their ECO.yaml builds it."""
+  lines = (th.REPO_ROOT / 'tests' / 'fixtures' /
+           'eco_lite_rgb_kinetics_keys.txt').read_text().splitlines()
+  keys = {}
+  for line in lines:
+    key, shape = line.split()
+    keys[key] = () if shape == '()' else tuple(int(n) for n in shape.split('x'))
+  return keys
+
+
+def test_reference_has_the_authors_kinetics_keys(eco):
+  """The reference ECO, saved as the Kinetics layout, has exactly the keys
+  and shapes of the checkpoint users hold (400 classes)."""
+  reference = th.randomize(torch_models.ECO(400), seed=0)
+  state = {
+      f'module.{key}'.replace('new_fc.', 'base_model.fc_final.'): tuple(value.shape)
+      for key, value in reference.state_dict().items()
+  }
+  assert state == kinetics_keys()
+
+
+def test_authors_kinetics_checkpoint_converts(capsys, tmp_path):
+  """A file with the exact keys of ECO_Lite_rgb_model_Kinetics.pth.tar, as
+  a user holds it, converts with --drop-classifier, every 2D and 3D tensor
+  mapped to where it belongs."""
+  generator = torch.Generator().manual_seed(7)
+  state = {}
+  for key, shape in kinetics_keys().items():
+    if key.endswith('num_batches_tracked'):
+      state[key] = torch.tensor(1000, dtype=torch.long)
+    else:
+      state[key] = torch.rand(shape, generator=generator) + 0.5
+  checkpoint = tmp_path / 'ECO_Lite_rgb_model_Kinetics.pth.tar'
+  torch.save({**th.TRAINING_CHECKPOINT, 'state_dict': state}, checkpoint)
+  out = tmp_path / 'eco_kinetics'
+  stdout = convert_here(capsys, 'eco', checkpoint, out, '--drop-classifier')
+  assert 'classifier module.base_model.fc_final.* (Kinetics)' in stdout
+  assert 'mapped: 184 tensors (appearance 114, spatiotemporal 70)' in stdout
+  assert 'ECO layout official' in stdout
+  assert 'dropped: module.base_model.fc_final.weight' in stdout
+  assert '(as --drop-classifier asks)' in stdout
+  assert 'missing: none' in stdout
+  metadata = json.loads((out / METADATA_FILE).read_text())
+  assert metadata['eco_layout'] == 'official'
+  assert metadata['num_classes'] is None
+  variables = restore(out)
+  params = variables['params']
+  assert 'classifier' not in params
+  np.testing.assert_array_equal(
+      params['spatiotemporal']['res4a_down']['kernel'],
+      state['module.base_model.res4a_down.weight'].numpy().transpose(2, 3, 4, 1, 0))
+  np.testing.assert_array_equal(
+      params['spatiotemporal']['res3a_2']['bias'],
+      state['module.base_model.res3a_2.bias'].numpy())
+  np.testing.assert_array_equal(
+      variables['batch_stats']['spatiotemporal']['res5a_bn']['mean'],
+      state['module.base_model.res5a_bn.running_mean'].numpy())
+  model = PASNet(NUM_CLASSES, fusion='A')
+  expected = jax.eval_shape(model.init, jax.random.key(0),
+                            np.zeros((1, 1, 32, 32, 3), np.float32))
+  del expected['params']['classifier']
+  assert tree_shapes(variables) == tree_shapes(expected)
+
+
+def test_early_layout_converts_and_is_recorded(capsys, tmp_path):
+  """zhang-can/ECO-pytorch's 3D part (res3a_1, no shortcut, no bias)."""
+  early = th.randomize(torch_models.ECO(NUM_CLASSES, layout='early'), seed=2)
+  checkpoint = th.save_eco(early, tmp_path / 'early.pth.tar', 'tsn')
+  out = tmp_path / 'early_out'
+  stdout = convert_here(capsys, 'eco', checkpoint, out)
+  assert 'ECO layout early (the early port, zhang-can/ECO-pytorch)' in stdout
+  assert 'mapped: 176 tensors (appearance 114, spatiotemporal 60, classifier 2)' in stdout
+  assert json.loads((out / METADATA_FILE).read_text())['eco_layout'] == 'early'
+  spatiotemporal = restore(out)['params']['spatiotemporal']
+  assert 'res3a_1' in spatiotemporal and 'res4a_down' not in spatiotemporal
+  assert 'bias' not in spatiotemporal['res4a_1']
+  model = PASNet(NUM_CLASSES, fusion='A', eco_layout='early')
+  expected = jax.eval_shape(model.init, jax.random.key(0),
+                            np.zeros((1, 1, 32, 32, 3), np.float32))
+  assert tree_shapes(restore(out)) == tree_shapes(expected)
+
+
+def test_checkpoint_with_both_layouts_is_refused(capsys, eco, tmp_path):
+  state = {f'module.{k}': v for k, v in eco.state_dict().items()}
+  state['module.base_model.res3a_1.weight'] = torch.zeros(128, 96, 3, 3, 3)
+  checkpoint = tmp_path / 'mixed.pth.tar'
+  torch.save({**th.TRAINING_CHECKPOINT, 'state_dict': state}, checkpoint)
+  status, _, stderr = run_here(capsys, 'eco', checkpoint, tmp_path / 'out')
+  assert status == 2
+  assert 'layers of both ECO layouts' in stderr
+  assert not (tmp_path / 'out').exists()
+
+
 # ---------------------------------------------------------------- PAS-Net
 
 
@@ -212,11 +308,11 @@ def test_pasnet_assembly_reports_new_and_dropped_parts(eco_converted,
                    openpose_converted[0], '--fusion', 'I', '--num-classes', 7,
                    out)
   assert "new: classifier (ECO_OUT's classifier has 5 classes, 7 asked for" in stdout
-  assert 'new: spatiotemporal/res3a_1 (fusion I feeds it 128 channels' in stdout
+  assert 'new: spatiotemporal/res3a_2 (fusion I feeds it 128 channels' in stdout
   assert 'dropped: ECO appearance (114 tensors) (fusion I has no use for it)' in stdout
   variables = restore(out)
   assert 'appearance' not in variables['params']
-  assert variables['params']['spatiotemporal']['res3a_1']['kernel'].shape[
+  assert variables['params']['spatiotemporal']['res3a_2']['kernel'].shape[
       -2] == 128
   assert_same_variables(variables['params']['pose'],
                         openpose_converted[1]['params'])

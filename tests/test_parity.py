@@ -1,12 +1,16 @@
 """The Flax models, loaded through the converters, against the PyTorch
-reference written from ARCHITECTURE.md.
+references written from the public code (docs/architecture.md).
 
 Random weights go into the reference, its BatchNorm statistics come from
 one train-mode pass over another clip (otherwise the signal dies out and a
 wrong port passes), it is saved in the users' formats, converted with the
 command lines, and compared in float32: logits, OpenPose maps and every tap
-within 1e-4 of the reference's largest magnitude.
+within 1e-4 of the reference's largest magnitude, for both ECO layouts and
+both forms of the 3D convolution. The classic port mistakes are kept as
+tests: each, made in the reference, must move an output past the bar.
 """
+
+import copy
 
 import jax
 import jax.numpy as jnp
@@ -16,18 +20,23 @@ import torch
 
 from convert import torch_models
 from convert.torch_io import flax_array
+from pasnet_jax.models import spatiotemporal
 from pasnet_jax.models.fusion import Fusion
 from pasnet_jax.models.pasnet import PASNet
 from pasnet_jax.models.pose import OpenPose
 from tests import torch_helpers as th
 
 TOLERANCE = 1e-4
-# ARCHITECTURE.md: each listed port mistake moves outputs by 0.5 % or more.
+# Each port mistake below moves an output by 0.5 % or more (measured).
 MISTAKE_EFFECT = 5e-3
 NUM_CLASSES = 5
 FRAMES = 4
 BATCH = 2
 BEST_STYLE = 'A+pool(I)+pool(F)'
+BACKGROUND = 18
+# Added to the reference's background heatmap bias: real weights make that
+# map the largest almost everywhere, random ones almost nowhere.
+BACKGROUND_BIAS = 3.0
 
 
 def convert(*args):
@@ -48,6 +57,12 @@ def reference_outputs(model, video):
     }
 
 
+def layout_model(variables, fusion, **kwargs):
+  """PASNet in the ECO layout the converted `variables` hold."""
+  layout = spatiotemporal.layout_of(variables['params']['spatiotemporal'])
+  return PASNet(NUM_CLASSES, fusion, eco_layout=layout, **kwargs)
+
+
 def flax_features(model, variables, video):
   apply = jax.jit(lambda v, x: model.apply(v, x, method=PASNet.features))
   return jax.device_get(apply(variables, jnp.asarray(video)))
@@ -60,29 +75,35 @@ def assert_close(outputs, reference, names):
   assert max(errors.values()) < TOLERANCE, errors
 
 
-def build_eco_case(directory, size):
+def build_eco_case(directory, size, layout):
   """ECO alone (fusion A): reference, ECO-pytorch file, converted variables."""
-  eco = th.randomize(torch_models.ECO(NUM_CLASSES), seed=0)
+  eco = th.randomize(torch_models.ECO(NUM_CLASSES, layout=layout), seed=0)
   torch_models.calibrate_batchnorm(
       eco, th.to_torch_video(th.random_video(BATCH, FRAMES, size, seed=1)))
   video = th.random_video(BATCH, FRAMES, size, seed=2)
   checkpoint = th.save_eco(eco, directory / 'eco.pth.tar', 'tsn')
-  convert('eco', checkpoint, directory / 'eco_out', '--num-classes',
-          NUM_CLASSES)
+  result = convert('eco', checkpoint, directory / 'eco_out', '--num-classes',
+                   NUM_CLASSES)
+  assert f'ECO layout {layout}' in result.stdout
   return {
+      'layout': layout,
+      'torch_model': eco,
       'video': video,
       'reference': reference_outputs(eco, video),
       'variables': restore(directory / 'eco_out')
   }
 
 
-def build_pasnet_case(directory, size, batch):
+def build_pasnet_case(directory, size, batch, layout='official'):
   """Full PAS-Net (best style) from an ECO file and a body_pose_model.pth.
 
   The reference is calibrated as a whole, so that the 3D part's statistics
   are those of the fused maps it receives.
   """
-  reference = th.randomize(torch_models.PASNet(NUM_CLASSES, BEST_STYLE), seed=3)
+  reference = th.randomize(
+      torch_models.PASNet(NUM_CLASSES, BEST_STYLE, layout=layout), seed=3)
+  with torch.no_grad():
+    reference.openpose.Mconv7_stage6_L2.bias[BACKGROUND] += BACKGROUND_BIAS
   torch_models.calibrate_batchnorm(
       reference,
       th.to_torch_video(th.random_video(batch, FRAMES, size, seed=4)))
@@ -97,6 +118,7 @@ def build_pasnet_case(directory, size, batch):
           NUM_CLASSES, directory / 'pasnet_out')
   return {
       'video': video,
+      'torch_model': reference,
       'reference': reference_outputs(reference, video),
       'torch_openpose': reference.openpose,
       'variables': restore(directory / 'pasnet_out'),
@@ -105,8 +127,16 @@ def build_pasnet_case(directory, size, batch):
 
 
 @pytest.fixture(scope='module')
-def eco_case(tmp_path_factory):
-  return build_eco_case(tmp_path_factory.mktemp('eco_parity'), size=64)
+def eco_cases(tmp_path_factory):
+  """eco_cases(layout) -> that layout's case, built once per module."""
+  cases = {}
+
+  def case(layout):
+    if layout not in cases:
+      cases[layout] = build_eco_case(
+          tmp_path_factory.mktemp(f'eco_parity_{layout}'), 64, layout)
+    return cases[layout]
+  return case
 
 
 @pytest.fixture(scope='module')
@@ -118,13 +148,19 @@ def pasnet_case(tmp_path_factory):
 @pytest.fixture(scope='module')
 def pasnet_outputs(pasnet_case):
   return flax_features(
-      PASNet(NUM_CLASSES, BEST_STYLE), pasnet_case['variables'],
-      pasnet_case['video'])
+      layout_model(pasnet_case['variables'], BEST_STYLE),
+      pasnet_case['variables'], pasnet_case['video'])
 
 
-def test_eco_matches_reference(eco_case):
-  outputs = flax_features(
-      PASNet(NUM_CLASSES, 'A'), eco_case['variables'], eco_case['video'])
+@pytest.mark.parametrize('layout', spatiotemporal.LAYOUTS)
+@pytest.mark.parametrize('conv3d', ('as_2d', 'native'))
+def test_eco_matches_reference(eco_cases, layout, conv3d):
+  """Both layouts; the 3D convolutions as the CPU's sum of 2D ones and as
+  XLA's native 3D convolution (what GPUs and TPUs run)."""
+  eco_case = eco_cases(layout)
+  model = layout_model(eco_case['variables'], 'A', conv3d=conv3d)
+  assert model.eco_layout == eco_case['layout']
+  outputs = flax_features(model, eco_case['variables'], eco_case['video'])
   assert outputs['appearance'].shape == (BATCH * FRAMES, 8, 8, 96)
   assert_close(outputs, eco_case['reference'],
                ['appearance', 'pooled', 'logits'])
@@ -156,7 +192,8 @@ def test_parity_check_catches_a_colour_order_mistake(pasnet_case):
   tolerance: the comparison above has teeth."""
   swapped = pasnet_case['video'][..., ::-1].copy()
   outputs = flax_features(
-      PASNet(NUM_CLASSES, BEST_STYLE), pasnet_case['variables'], swapped)
+      layout_model(pasnet_case['variables'], BEST_STYLE),
+      pasnet_case['variables'], swapped)
   reference = pasnet_case['reference']
   for name in ('appearance', 'implicit', 'paf_features', 'heatmap', 'logits'):
     assert th.relative_error(outputs[name],
@@ -205,10 +242,99 @@ def test_fusion_style_matches_reference(pasnet_outputs, style):
 
 
 @pytest.mark.slow
-def test_pasnet_matches_reference_at_full_size(tmp_path):
-  case = build_pasnet_case(tmp_path, size=224, batch=1)
+@pytest.mark.parametrize('layout', spatiotemporal.LAYOUTS)
+def test_pasnet_matches_reference_at_full_size(tmp_path, layout):
+  """224 x 224 and K = 4: the reference pools with the authors' (K/4, 7, 7)
+  window itself."""
+  case = build_pasnet_case(tmp_path, size=224, batch=1, layout=layout)
   outputs = flax_features(
-      PASNet(NUM_CLASSES, BEST_STYLE), case['variables'], case['video'])
+      layout_model(case['variables'], BEST_STYLE), case['variables'],
+      case['video'])
   assert outputs['appearance'].shape == (FRAMES, 28, 28, 96)
   assert outputs['implicit'].shape == (FRAMES, 28, 28, 128)
   assert_close(outputs, case['reference'], sorted(case['reference']))
+
+
+# ---------------------------------------------------------------- mistakes
+
+
+def _differs(outputs, reference, names):
+  """Whether any of `names` misses the reference past MISTAKE_EFFECT."""
+  for name in names:
+    if outputs[name].shape != reference[name].shape:
+      return True
+    if th.relative_error(outputs[name], reference[name]) > MISTAKE_EFFECT:
+      return True
+  return False
+
+
+def _post_bn_skips(model):
+  """The residual sums read the BatchNorm'd maps instead of the pre-BN ones."""
+  after_bn = {'res3a_2': 'res3a_bn', 'res4a': 'res4a_bn', 'res5a': 'res5a_bn'}
+  model.base_model.graph = tuple(
+      (op, name, source, after_bn.get(rest[0], rest[0])) if op == 'add' else
+      (op, name, source, *rest) for op, name, source, *rest in model.base_model.graph)
+
+
+def _zeroed(model, names, leaves):
+  with torch.no_grad():
+    for name in names:
+      for leaf in leaves:
+        getattr(getattr(model.base_model, name), leaf).zero_()
+
+
+def _bn_eps(model):
+  for module in model.modules():
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+      module.eps = 1e-3
+
+
+def _wrapped(function, **overrides):
+  return lambda *args, **kwargs: function(*args, **{**kwargs, **overrides})
+
+
+ECO_MISTAKES = {
+    'mean in RGB order': lambda model, patch: patch.setattr(
+        torch_models, 'BGR_MEAN', tuple(reversed(torch_models.BGR_MEAN))),
+    'floor pooling': lambda model, patch: patch.setattr(
+        torch_models.F, 'max_pool2d',
+        _wrapped(torch_models.F.max_pool2d, ceil_mode=False)),
+    'average pooling without the padding': lambda model, patch: patch.setattr(
+        torch_models.F, 'avg_pool2d',
+        _wrapped(torch_models.F.avg_pool2d, count_include_pad=False)),
+    'BatchNorm eps 1e-3': lambda model, patch: _bn_eps(model),
+    'post-BN skip path': lambda model, patch: _post_bn_skips(model),
+    'shortcut missing': lambda model, patch: _zeroed(
+        model, ('res4a_down', 'res5a_down'), ('weight', 'bias')),
+    '3D bias missing': lambda model, patch: _zeroed(
+        model, [name for op, name, *_ in model.base_model.graph if op == 'conv'],
+        ('bias',)),
+}
+
+
+@pytest.mark.parametrize('mistake', sorted(ECO_MISTAKES))
+def test_each_eco_port_mistake_misses_the_reference(eco_cases, mistake,
+                                                    monkeypatch):
+  """Made in the official reference, each mistake moves the outputs past the
+  bar that the converted Flax model stays within (test_eco_matches_reference):
+  the parity test would catch it in the port."""
+  eco_case = eco_cases('official')
+  mistaken = copy.deepcopy(eco_case['torch_model'])
+  ECO_MISTAKES[mistake](mistaken, monkeypatch)
+  outputs = reference_outputs(mistaken, eco_case['video'])
+  assert _differs(outputs, eco_case['reference'],
+                  ['appearance', 'pooled', 'logits']), mistake
+
+
+def test_background_heatmap_is_the_largest_almost_everywhere(pasnet_case):
+  """As with real weights, so that x_E over all 19 channels would differ."""
+  heatmap = pasnet_case['reference']['heatmap']
+  assert (heatmap.argmax(-1) == BACKGROUND).mean() > 0.9
+
+
+def test_explicit_tap_over_all_19_channels_misses_the_reference(
+    pasnet_case, pasnet_outputs, monkeypatch):
+  monkeypatch.setattr(torch_models, 'NUM_KEYPOINTS', 19)
+  mistaken = reference_outputs(pasnet_case['torch_model'], pasnet_case['video'])
+  assert th.relative_error(pasnet_outputs['explicit'],
+                           mistaken['explicit']) > MISTAKE_EFFECT
