@@ -254,3 +254,38 @@ def test_a_build_killed_midway_is_never_loaded_and_the_rerun_finishes(
       p[:-4] for p in train)
   assert pipeline.load_builder('ucf101_frames/split1',
                                str(tmp_path / 'data')).is_prepared()
+
+
+_UNGUARDED_BUILD = '''
+from tests import data_helpers
+data_helpers.prepare('ucf101_frames/split1', {manual!r}, {data!r})
+print('built')
+'''
+
+
+@pytest.mark.parametrize('source', ['script', 'stdin'])
+def test_a_build_from_a_script_without_a_main_guard_or_from_stdin_finishes(
+    tmp_path, source):
+  """Spawned workers used to re-run such a script (or look for a file named
+  <stdin>), die at start and be replaced forever."""
+  videos = {p: data_helpers.video_bytes(2) for p in UCF_TRAIN + UCF_TEST}
+  manual = _ucf_manual_dir(tmp_path / 'manual', UCF_TRAIN, UCF_TEST, videos)
+  code = _UNGUARDED_BUILD.format(manual=str(manual),
+                                 data=str(tmp_path / 'data'))
+  script = tmp_path / 'unguarded_build.py'
+  script.write_text(code)
+  root = pathlib.Path(__file__).parents[1]
+  command = [sys.executable, str(script)] if source == 'script' else [
+      sys.executable, '-']
+  result = subprocess.run(
+      command, input=code if source == 'stdin' else None, text=True,
+      cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+      capture_output=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'built' in result.stdout
+  assert 'Traceback' not in result.stderr
+
+
+def test_a_build_worker_that_dies_ends_the_build_with_one_error():
+  with pytest.raises(DatasetError, match='a worker process died'):
+    list(frames_builder.map_in_workers(os._exit, [3, 3], 'dying workers'))

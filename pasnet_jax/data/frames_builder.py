@@ -8,11 +8,14 @@ dataset instead of into it.
 """
 
 import abc
+import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
 import pathlib
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -102,18 +105,60 @@ def _encode_video(task: _VideoTask):
   }
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+  """Spawned workers start without re-running the parent's main module.
+
+  A spawned process imports the parent's `__main__` before it unpickles its
+  work. A build started from a script without an `if __name__ ==
+  '__main__':` guard would then start the build again in every worker, and
+  one from standard input names a file that does not exist; either way the
+  workers die at start. The workers here need nothing from `__main__` (their
+  functions and tasks live in pasnet_jax), so the parent hides it while they
+  start.
+  """
+  main = sys.modules['__main__']
+  saved = {name: main.__dict__[name] for name in ('__file__', '__spec__')
+           if name in main.__dict__}
+  main.__spec__ = None
+  main.__dict__.pop('__file__', None)
+  try:
+    yield
+  finally:
+    main.__dict__.update(saved)
+
+
 def map_in_workers(function, tasks: list, description: str):
   """Yields function(task) for all tasks, in any order, from one worker
-  process per core, with a progress bar. `function` must be importable."""
+  process per core, with a progress bar. `function` must be importable.
+
+  A worker that dies (killed, out of memory) ends the build with a
+  DatasetError instead of being replaced.
+  """
   if not tasks:
     return
   # Spawned, not forked: the parent may hold TensorFlow threads, and a fork
   # of a threaded process can deadlock.
   context = multiprocessing.get_context('spawn')
   workers = min(len(os.sched_getaffinity(0)), len(tasks))
-  with context.Pool(workers) as pool:
-    yield from tqdm.tqdm(pool.imap_unordered(function, tasks),
-                         total=len(tasks), unit='video', desc=description)
+  with concurrent.futures.ProcessPoolExecutor(workers, context) as pool:
+    with _main_module_hidden():
+      # Submitting starts every worker, inside the hidden-main window.
+      pending = {pool.submit(function, task) for task in tasks}
+    try:
+      for done in tqdm.tqdm(concurrent.futures.as_completed(pending),
+                            total=len(tasks), unit='video', desc=description):
+        # A finished future holds its video's frames until it is dropped.
+        pending.discard(done)
+        yield done.result()
+    except concurrent.futures.process.BrokenProcessPool as error:
+      raise DatasetError(
+          f'{description}: a worker process died ({error}); if the machine '
+          'ran out of memory, build with fewer processes running beside it, '
+          'then run the build again.') from None
+    finally:
+      for future in pending:
+        future.cancel()
 
 
 class VideoFramesBuilder(tfds.core.GeneratorBasedBuilder,
