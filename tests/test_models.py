@@ -356,6 +356,10 @@ def test_fast_init_draws_what_model_init_draws():
   assert np.abs(kernel).max() <= 2 * expected / 0.8796 + 1e-6
   assert np.all(ours['batch_stats']['appearance']['conv1_7x7_s2_bn']['var'] == 1)
   assert np.all(ours['params']['classifier']['bias'] == 0)
+  classifier = ours['params']['classifier']['kernel']
+  limit = np.sqrt(6.0 / sum(classifier.shape))
+  assert np.abs(classifier).max() <= limit
+  assert abs(classifier.std() / (limit / np.sqrt(3)) - 1) < 0.1
   fusion_kernel = ours['params']['fusion']['conv']['kernel']
   np.testing.assert_array_equal(fusion_kernel[0, 0, :96], np.eye(96))
   assert np.all(fusion_kernel[0, 0, 96:] == 0)

@@ -101,8 +101,11 @@ class PASNet(nn.Module):
                             name='spatiotemporal')(clips, train)
     features['pooled'] = pooled
     x = nn.Dropout(self.dropout, deterministic=not train)(pooled)
+    # ECO-pytorch's new_fc: Xavier-uniform weights, zero bias.
     logits = nn.Dense(self.num_classes, dtype=jnp.float32,
-                      param_dtype=jnp.float32, name='classifier')(x)
+                      param_dtype=jnp.float32,
+                      kernel_init=nn.initializers.xavier_uniform(),
+                      name='classifier')(x)
     if return_features:
       features['logits'] = logits
       return {k: v.astype(jnp.float32) for k, v in features.items()}
@@ -129,8 +132,9 @@ def init_variables(model: PASNet, seed: int, video_shape: tuple[int, ...]) -> di
 
   `model.init` compiles the whole network together with every initialiser,
   which takes minutes on a small CPU; this draws the same distributions
-  (LeCun truncated normal kernels, zero biases, unit scales, the fusion
-  conv's pass-through) with numpy, after a shape-only trace.
+  (LeCun truncated normal kernels, the classifier's Xavier uniform, zero
+  biases, unit scales, the fusion conv's pass-through) with numpy, after a
+  shape-only trace.
   """
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                           jax.ShapeDtypeStruct(video_shape, jnp.float32))
@@ -141,6 +145,9 @@ def init_variables(model: PASNet, seed: int, video_shape: tuple[int, ...]) -> di
     shape, kind = leaf.shape, names[-1]
     if kind == 'kernel' and names[1] == 'fusion' and model.fusion_conv_init == 'identity':
       return np.asarray(fusion_lib.pass_through_init(None, shape))
+    if kind == 'kernel' and names[1] == 'classifier':
+      limit = np.sqrt(6.0 / (shape[0] + shape[1]))
+      return rng.uniform(-limit, limit, shape).astype(np.float32)
     if kind == 'kernel':
       return _truncated_normal(rng, shape, np.sqrt(1.0 / np.prod(shape[:-1])))
     if kind in ('scale', 'var'):
