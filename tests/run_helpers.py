@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from configs import synthetic as synthetic_config
-from pasnet_jax import train
+from pasnet_jax.models import create_model
 from tests import conftest
 from tests import data_helpers
 
@@ -28,7 +28,7 @@ def write_trained_run(workdir: pathlib.Path) -> pathlib.Path:
   config.model.fusion = 'A'
   config.frames, config.image_size = FRAMES, IMAGE_SIZE
   config.eval_short_side = SHORT_SIDE
-  model = train.create_model(config.model, len(CLASS_NAMES))
+  model = create_model(config.model, len(CLASS_NAMES))
   variables = conftest.random_variables(
       model, (1, FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3))
   variables = {'params': variables['params'],

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from pasnet_jax import checkpoints
-from pasnet_jax import cli
+from pasnet_jax import errors
 from tests import train_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +89,7 @@ def _evaluate(workdir):
 
 
 def _assert_one_clear_line(result, *expected):
-  assert result.returncode == cli.BAD_INPUT, result.stderr[-3000:]
+  assert result.returncode == errors.BAD_INPUT, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines()
             if line.startswith('error:')]
   assert len(errors) == 1, result.stderr[-3000:]

@@ -3,12 +3,13 @@
 import pytest
 
 from configs import default, hmdb51, synthetic, ucf101
-from pasnet_jax import train
+from pasnet_jax import config_checks
+from pasnet_jax import errors
 
 
 @pytest.mark.parametrize('module', [default, ucf101, hmdb51, synthetic])
 def test_shipped_configs_validate(module):
-  train.validate_config(module.get_config())
+  config_checks.check_config(module.get_config())
 
 
 def test_config_arguments_keep_commas_inside_fusion_names():
@@ -39,8 +40,8 @@ def test_every_invalid_value_is_named_at_once():
   config = synthetic.get_config()
   config.image_size, config.frames = 100, 0
   config.model.fusion, config.optimizer.name = 'A+X', 'lamb'
-  with pytest.raises(train.ConfigError) as failure:
-    train.validate_config(config)
+  with pytest.raises(errors.ConfigError) as failure:
+    config_checks.check_config(config)
   message = str(failure.value)
   for part in ("model.fusion='A+X' is not a style", 'image_size=100 must be a '
                'positive multiple of 32', 'frames=0: need at least one frame',
@@ -51,7 +52,7 @@ def test_every_invalid_value_is_named_at_once():
 def test_eval_batch_that_does_not_split_over_devices_says_what_to_set(monkeypatch):
   config = synthetic.get_config()
   config.batch_size, config.eval_batch_size = 8, 20
-  monkeypatch.setattr(train.jax, 'device_count', lambda: 8)
-  with pytest.raises(train.ConfigError, match='eval_batch_size=20 does not divide '
+  monkeypatch.setattr(config_checks.jax, 'device_count', lambda: 8)
+  with pytest.raises(errors.ConfigError, match='eval_batch_size=20 does not divide '
                      'over 8 devices; set --config.eval_batch_size to a multiple of 8'):
-    train.validate_devices(config)
+    config_checks.check_devices(config)

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from pasnet_jax.data import frames_builder
 from pasnet_jax.data import pipeline
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 from tests import data_helpers
 
 UCF_TRAIN = ['ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi',

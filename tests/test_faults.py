@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from pasnet_jax import checkpoints
-from pasnet_jax import cli
+from pasnet_jax import errors
 from tests import train_worker
 
 WORKER = os.path.join(os.path.dirname(__file__), 'train_worker.py')
@@ -108,7 +108,7 @@ def test_preemption_saves_and_the_rerun_resumes(signal_number, data_dir,
   worker.wait_for(lambda: 'step 3/10000' in worker.output(), 'step 3')
   worker.process.send_signal(signal_number)
   output = worker.finish()
-  assert worker.process.returncode == cli.PREEMPTED, output[-3000:]
+  assert worker.process.returncode == errors.PREEMPTED, output[-3000:]
   name = signal.Signals(signal_number).name
   assert f'{name} received: saved step' in output
   saved = int(output.split(f'{name} received: saved step ')[1].split()[0])
@@ -207,7 +207,7 @@ def test_a_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(
   worker = Worker(data_dir, workdir, 3, '--checkpoint-every', '1',
                   cache=compile_cache, file_size_limit_mb=64)
   output = worker.finish()
-  assert worker.process.returncode == cli.BAD_INPUT, output[-3000:]
+  assert worker.process.returncode == errors.BAD_INPUT, output[-3000:]
   errors = [line for line in output.splitlines() if line.startswith('error:')]
   assert len(errors) == 1, output[-3000:]
   assert errors[0].startswith(
@@ -238,7 +238,7 @@ def test_a_dead_peer_stops_the_other_process_with_a_message(data_dir, tmp_path):
   output = survivor.finish(timeout=300)
   elapsed = time.time() - killed_at
   victim.finish()
-  assert survivor.process.returncode == cli.PEER_LOST, output[-3000:]
+  assert survivor.process.returncode == errors.PEER_LOST, output[-3000:]
   assert elapsed < 120, elapsed
   errors = [line for line in output.splitlines() if line.startswith('error:')]
   assert len(errors) == 1, output[-3000:]

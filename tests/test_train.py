@@ -11,11 +11,14 @@ import pytest
 
 from configs import synthetic as synthetic_config
 from pasnet_jax import checkpoints
+from pasnet_jax import config_checks
+from pasnet_jax import errors
 from pasnet_jax import evaluate
 from pasnet_jax import inference
 from pasnet_jax import predict
 from pasnet_jax import train
 from pasnet_jax import visualize
+from pasnet_jax.data import datasets
 from pasnet_jax.data import synthetic
 from tests import data_helpers
 
@@ -30,14 +33,9 @@ def tiny_dataset(tmp_path_factory):
   builder = synthetic.SyntheticActions(
       config=config, data_dir=str(tmp_path_factory.mktemp('tfds')))
   builder.download_and_prepare()
-  return train.DatasetInfo(
+  return datasets.DatasetInfo(
       builder=builder, class_names=list(builder.info.features['label'].names),
       num_train_examples=builder.info.splits['train'].num_examples)
-
-
-@pytest.fixture(autouse=True)
-def use_tiny_dataset(monkeypatch, tiny_dataset):
-  monkeypatch.setattr(train, 'load_dataset', lambda dataset_config: tiny_dataset)
 
 
 def small_config(**changes):
@@ -72,19 +70,18 @@ def params_of(workdir, which='latest'):
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory, tiny_dataset):
   workdir = str(tmp_path_factory.mktemp('uninterrupted'))
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(train, 'load_dataset', lambda dataset_config: tiny_dataset)
-    results = train.train_and_evaluate(small_config(profile_steps=1), workdir)
+  results = train.train_and_evaluate(small_config(profile_steps=1), workdir,
+                                     tiny_dataset)
   return workdir, results
 
 
 def test_resumed_run_ends_where_an_uninterrupted_one_does(uninterrupted, tmp_path,
-                                                          caplog):
+                                                          caplog, tiny_dataset):
   workdir = str(tmp_path)
-  train.train_and_evaluate(small_config(num_train_steps=2), workdir)
+  train.train_and_evaluate(small_config(num_train_steps=2), workdir, tiny_dataset)
   early = params_of(workdir)
   caplog.set_level(logging.INFO)
-  train.train_and_evaluate(small_config(), workdir)
+  train.train_and_evaluate(small_config(), workdir, tiny_dataset)
   assert 'Resuming' in caplog.text and 'from step 2' in caplog.text
   resumed, straight = params_of(workdir), params_of(uninterrupted[0])
   for a, b in zip(resumed, straight):
@@ -111,12 +108,13 @@ def test_results_count_every_test_video_once(uninterrupted):
   assert traces
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, tiny_dataset):
   config = small_config(num_train_steps=6, checkpoint_every_steps=1)
   config.optimizer.learning_rate = 1e12
   config.optimizer.clip_norm = 1e30
-  with pytest.raises(train.Diverged, match=r'at step (\d+)') as failure:
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(errors.Diverged, match=r'at step (\d+)') as failure:
+    train.train_and_evaluate(config, str(tmp_path), tiny_dataset)
   step = int(failure.value.args[0].split('at step ')[1].split(';')[0])
   kept = checkpoints.create_manager(str(tmp_path), 3).latest_step()
   assert kept == step - 1
@@ -125,24 +123,24 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_config_errors_name_the_key():
-  with pytest.raises(train.ConfigError, match="model.fusion='A\\+B'.*conv\\(A,I,F\\)"):
-    train.validate_config(small_config(**{'model.fusion': 'A+B'}))
-  with pytest.raises(train.ConfigError, match='image_size=100 must be a positive multiple of 32'):
-    train.validate_config(small_config(image_size=100))
-  with pytest.raises(train.ConfigError, match=r'frames=0: need at least one frame'):
-    train.validate_config(small_config(frames=0))
+  with pytest.raises(errors.ConfigError, match="model.fusion='A\\+B'.*conv\\(A,I,F\\)"):
+    config_checks.check_config(small_config(**{'model.fusion': 'A+B'}))
+  with pytest.raises(errors.ConfigError, match='image_size=100 must be a positive multiple of 32'):
+    config_checks.check_config(small_config(image_size=100))
+  with pytest.raises(errors.ConfigError, match=r'frames=0: need at least one frame'):
+    config_checks.check_config(small_config(frames=0))
 
 
 def test_batch_that_does_not_split_over_devices_says_what_to_set(monkeypatch):
   monkeypatch.setattr(jax, 'device_count', lambda: 3)
-  with pytest.raises(train.ConfigError, match='set --config.batch_size to a multiple of 3'):
-    train.validate_devices(small_config())
+  with pytest.raises(errors.ConfigError, match='set --config.batch_size to a multiple of 3'):
+    config_checks.check_devices(small_config())
 
 
-def test_a_workdir_of_another_config_is_refused(uninterrupted):
-  with pytest.raises(train.TrainingError, match="model.fusion='A'"):
+def test_a_workdir_of_another_config_is_refused(uninterrupted, tiny_dataset):
+  with pytest.raises(errors.TrainingError, match="model.fusion='A'"):
     train.train_and_evaluate(small_config(**{'model.fusion': 'A+pool(I)'}),
-                             uninterrupted[0])
+                             uninterrupted[0], tiny_dataset)
 
 
 @pytest.fixture(scope='module')
@@ -150,9 +148,7 @@ def twice(tmp_path_factory, tiny_dataset):
   workdir = str(tmp_path_factory.mktemp('twice'))
   config = small_config(strategy='twice', num_train_steps=1)
   config.model.fusion = 'A+pool(I)+pool(F)'
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(train, 'load_dataset', lambda dataset_config: tiny_dataset)
-    train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, tiny_dataset)
   return workdir
 
 
@@ -197,8 +193,10 @@ def test_predict_ranks_classes_and_names_bad_files(twice, videos):
     assert ranking is None and str(video) in error
 
 
-def test_ensemble_of_runs_counts_each_video_once(twice, uninterrupted):
-  summary = evaluate.evaluate_runs([twice, uninterrupted[0]])
+def test_ensemble_of_runs_counts_each_video_once(twice, uninterrupted,
+                                                 tiny_dataset):
+  summary = evaluate.evaluate_runs([twice, uninterrupted[0]],
+                                   dataset=tiny_dataset)
   assert summary['num_videos'] == TEST_VIDEOS
   assert len(summary['runs']) == 2
   assert summary['runs'][0]['fusion'] == 'A+pool(I)+pool(F)'
@@ -219,8 +217,8 @@ def test_visualize_draws_every_row(twice, videos, tmp_path):
   assert out.read_bytes()[:4] == b'\x89PNG'
 
 
-def test_unwritable_workdir_is_a_clear_error(tmp_path):
+def test_unwritable_workdir_is_a_clear_error(tmp_path, tiny_dataset):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
-  with pytest.raises(train.TrainingError, match=r'Cannot write to workdir .*a_file/run'):
-    train.train_and_evaluate(small_config(), str(blocker / 'run'))
+  with pytest.raises(errors.TrainingError, match=r'Cannot write to workdir .*a_file/run'):
+    train.train_and_evaluate(small_config(), str(blocker / 'run'), tiny_dataset)

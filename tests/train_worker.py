@@ -20,16 +20,17 @@ from absl import logging  # pylint: disable=g-import-not-at-top
 from configs import synthetic as synthetic_config  # pylint: disable=g-import-not-at-top
 from pasnet_jax import cli  # pylint: disable=g-import-not-at-top
 from pasnet_jax import train  # pylint: disable=g-import-not-at-top
+from pasnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
 from pasnet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
 
 
-def tiny_dataset(data_dir: str) -> train.DatasetInfo:
+def tiny_dataset(data_dir: str) -> datasets.DatasetInfo:
   config = synthetic.SyntheticActionsConfig(
       name='tiny', train_subjects=2, test_subjects=1, image_size=64,
       min_frames=8, max_frames=12)
   builder = synthetic.SyntheticActions(config=config, data_dir=data_dir)
   builder.download_and_prepare()
-  return train.DatasetInfo(
+  return datasets.DatasetInfo(
       builder=builder, class_names=list(builder.info.features['label'].names),
       num_train_examples=builder.info.splits['train'].num_examples)
 
@@ -82,9 +83,8 @@ def main():
     config.distributed.process_id = args.process_id
     config.distributed.timeout_seconds = args.timeout
   dataset = tiny_dataset(args.data_dir)
-  train.load_dataset = lambda dataset_config: dataset
   with cli.clean_errors():
-    train.train_and_evaluate(config, args.workdir)
+    train.train_and_evaluate(config, args.workdir, dataset)
 
 
 if __name__ == '__main__':

@@ -8,5 +8,5 @@ Importing this package registers the TFDS builders `ucf101_frames`,
 from pasnet_jax.data import hmdb51
 from pasnet_jax.data import synthetic
 from pasnet_jax.data import ucf101
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 from pasnet_jax.data.video import decode_video

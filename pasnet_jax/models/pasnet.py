@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from pasnet_jax.models import fusion as fusion_lib
@@ -19,6 +20,8 @@ from pasnet_jax.models.pose import OpenPose
 from pasnet_jax.models.spatiotemporal import Spatiotemporal
 
 STRIDE = 32
+# Compute dtypes by their config names (config.model.dtype).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def check_video_shape(shape: tuple[int, ...]) -> None:
@@ -111,6 +114,23 @@ class PASNet(nn.Module):
   def features(self, video: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     """Every intermediate map; see __call__."""
     return self(video, train=train, return_features=True)
+
+
+def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
+                 fusion: str | None = None) -> PASNet:
+  """The PASNet `model_config` (config.model) describes; `fusion` overrides
+  its style."""
+  return PASNet(
+      num_classes=num_classes,
+      fusion=fusion or model_config.fusion,
+      dropout=model_config.dropout,
+      dtype=DTYPES[model_config.dtype],
+      bn_policy=model_config.bn_policy,
+      freeze_pose=model_config.freeze_pose,
+      remat=model_config.remat,
+      lambdas=Lambdas(**model_config.lambdas.to_dict()),
+      fusion_conv_init=model_config.fusion_conv_init,
+      eco_layout=model_config.eco_layout)
 
 
 def _truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndarray:
