@@ -20,6 +20,7 @@ import numpy as np
 
 from pasnet_jax import checkpoints
 from pasnet_jax import cli
+from pasnet_jax import config_checks
 from pasnet_jax import errors
 from pasnet_jax import evaluation
 from pasnet_jax import inference
@@ -61,6 +62,7 @@ def evaluate_runs(workdirs, clips: int = 0, crops: int = 0,
   runs = [inference.load_trained(w) for w in workdirs]
   for run in runs:
     check_fits(run)
+    config_checks.check_eval_devices(run.config)
   names = runs[0].class_names
   for run in runs[1:]:
     if run.class_names != names or (run.config.dataset.name, run.config.dataset.config) != (

@@ -24,8 +24,7 @@ def eval_batches(dataset: DatasetInfo, config: ml_collections.ConfigDict,
   """This process's evaluation batches (numpy), padded and masked."""
   return tfds.as_numpy(pipeline.make_eval_dataset(
       dataset.builder, num_frames=config.frames, image_size=config.image_size,
-      batch_size=parallel.local_batch_size(config.eval_batch_size,
-                                           'eval_batch_size'),
+      batch_size=parallel.local_batch_size(config.eval_batch_size),
       split=config.dataset.eval_split, resize_size=config.eval_short_side,
       num_clips=clips or config.eval_clips, num_crops=crops or config.eval_crops,
       process_index=jax.process_index(), process_count=jax.process_count()))

@@ -75,25 +75,26 @@ class PASNet(nn.Module):
     dict of them and every intermediate map (per frame, (B*K, h, w, C)).
     Dropout needs the 'dropout' RNG when `train` is True.
     """
-    style = fusion_lib.check_style(self.fusion)
+    # The model's own guard, for callers other than the programs (whose
+    # configs are checked on entry): style "A" would run at any size.
     check_video_shape(video.shape)
     batch, frames_per_clip, height, width, _ = video.shape
     frames = video.reshape(batch * frames_per_clip, height, width, 3)
     features = {}
 
     appearance = None
-    if fusion_lib.uses_appearance(style):
+    if fusion_lib.uses_appearance(self.fusion):
       appearance = Appearance(bn_policy=self.bn_policy, dtype=self.dtype,
                               remat=self.remat, name='appearance')(frames, train)
       features['appearance'] = appearance
     pose = None
-    if fusion_lib.uses_pose(style):
+    if fusion_lib.uses_pose(self.fusion):
       pose = OpenPose(dtype=self.dtype, remat=self.remat, name='pose')(frames)
       if self.freeze_pose:
         pose = jax.lax.stop_gradient(pose)
       features.update(pose)
 
-    fused = Fusion(style=style, lambdas=self.lambdas,
+    fused = Fusion(style=self.fusion, lambdas=self.lambdas,
                    conv_init=self.fusion_conv_init, dtype=self.dtype,
                    name='fusion')(appearance, pose)
     features['fused'] = fused
