@@ -9,7 +9,6 @@ final evaluation. A twice-finetune run keeps each stage in its own
 subdirectory, and its final model in stage2.
 """
 
-import json
 import os
 import shlex
 import tempfile
@@ -55,27 +54,11 @@ def _run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict:
   return identity
 
 
-def _previous_identity(workdir: str) -> dict | None:
-  identity = checkpoints.read_format(workdir)
-  path = os.path.join(workdir, 'config.json')
-  if identity is None and os.path.exists(path):
-    # A run from before checkpoint_format.json: its config.json says enough.
-    with open(path) as f:
-      saved = ml_collections.ConfigDict(json.load(f))
-    identity = {}
-    for key in IDENTITY_KEYS:
-      try:
-        identity[key] = _lookup(saved, key)
-      except (KeyError, AttributeError):
-        continue
-  return identity
-
-
 def claim_workdir(config: ml_collections.ConfigDict, workdir: str,
                   num_classes: int) -> None:
   """Refuses a workdir of another run; records this run's config and identity."""
   identity = _run_identity(config, num_classes)
-  previous = _previous_identity(workdir) or {}
+  previous = checkpoints.read_format(workdir) or {}
   differing = [key for key in identity
                if key in previous and previous[key] != identity[key]]
   if differing:
