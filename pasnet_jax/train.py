@@ -234,17 +234,27 @@ class _Progress:
 def create_training(config: ml_collections.ConfigDict, model: PASNet,
                     variables: dict, schedule: optax.Schedule,
                     mesh: jax.sharding.Mesh):
-  """(initial TrainState on the devices, jitted step(state, batch))."""
+  """(initial TrainState on the devices, jitted step(state, batch)).
+
+  Variables of jax.ShapeDtypeStruct give an abstract state: enough to lower
+  the step without any data (benchmarks/model.py counts its FLOPs so).
+  """
   optimizer = create_optimizer(config, variables['params'], model, schedule)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                     batch_stats=variables['batch_stats'],
-                     opt_state=optimizer.init(variables['params']),
-                     rng=jax.random.PRNGKey(config.seed))
+
+  def initial_state(variables):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                      batch_stats=variables['batch_stats'],
+                      opt_state=optimizer.init(variables['params']),
+                      rng=jax.random.PRNGKey(config.seed))
   step_fn = jax.jit(functools.partial(
       train_step, model=model, optimizer=optimizer,
       accumulation_steps=config.accumulation_steps, mesh=mesh),
                     donate_argnums=(0,))
-  return jax.device_put(state, parallel.replicated_sharding(mesh)), step_fn
+  replicated = parallel.replicated_sharding(mesh)
+  if isinstance(jax.tree_util.tree_leaves(variables)[0], jax.ShapeDtypeStruct):
+    return jax.eval_shape(jax.jit(initial_state, out_shardings=replicated),
+                          variables), step_fn
+  return jax.device_put(initial_state(variables), replicated), step_fn
 
 
 def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
