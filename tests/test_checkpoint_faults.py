@@ -15,7 +15,7 @@ import pytest
 
 from pasnet_jax import checkpoints
 from pasnet_jax import errors
-from tests import train_worker
+from tests import run_helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, 'tests', 'train_worker.py')
@@ -25,7 +25,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   directory = tmp_path_factory.mktemp('tfds')
-  train_worker.tiny_dataset(str(directory))
+  run_helpers.tiny_dataset(str(directory))
   return str(directory)
 
 

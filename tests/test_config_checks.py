@@ -7,17 +7,11 @@ import pytest
 from configs import synthetic
 from pasnet_jax import config_checks
 from pasnet_jax import errors
+from tests import run_helpers
 
 
 def config_with(**changes):
-  config = synthetic.get_config()
-  for key, value in changes.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return run_helpers.changed(synthetic.get_config(), **changes)
 
 
 def test_config_errors_name_the_key():

@@ -20,7 +20,7 @@ import pytest
 
 from pasnet_jax import checkpoints
 from pasnet_jax import errors
-from tests import train_worker
+from tests import run_helpers
 
 WORKER = os.path.join(os.path.dirname(__file__), 'train_worker.py')
 
@@ -28,7 +28,7 @@ WORKER = os.path.join(os.path.dirname(__file__), 'train_worker.py')
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   directory = tmp_path_factory.mktemp('tfds')
-  train_worker.tiny_dataset(str(directory))
+  run_helpers.tiny_dataset(str(directory))
   return directory
 
 

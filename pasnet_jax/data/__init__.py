@@ -1,8 +1,9 @@
 """Datasets and the input pipeline.
 
 Importing this package registers the TFDS builders `ucf101_frames`,
-`hmdb51_frames` and `synthetic_actions`. The tf.data pipeline lives in
-`pasnet_jax.data.pipeline` (imported on its own: it loads TensorFlow).
+`hmdb51_frames` and `synthetic_actions`. Finding and building the dataset a
+config names lives in `pasnet_jax.data.datasets`, the tf.data pipeline in
+`pasnet_jax.data.pipeline` (each imported on its own: they load TensorFlow).
 """
 
 from pasnet_jax.data import hmdb51
