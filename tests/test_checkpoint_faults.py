@@ -90,11 +90,11 @@ def _evaluate(workdir):
 
 def _assert_one_clear_line(result, *expected):
   assert result.returncode == errors.BAD_INPUT, result.stderr[-3000:]
-  errors = [line for line in result.stderr.splitlines()
+  error_lines = [line for line in result.stderr.splitlines()
             if line.startswith('error:')]
-  assert len(errors) == 1, result.stderr[-3000:]
+  assert len(error_lines) == 1, result.stderr[-3000:]
   for part in expected:
-    assert part in errors[0], errors[0]
+    assert part in error_lines[0], error_lines[0]
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
 
 

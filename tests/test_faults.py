@@ -208,12 +208,12 @@ def test_a_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(
                   cache=compile_cache, file_size_limit_mb=64)
   output = worker.finish()
   assert worker.process.returncode == errors.BAD_INPUT, output[-3000:]
-  errors = [line for line in output.splitlines() if line.startswith('error:')]
-  assert len(errors) == 1, output[-3000:]
-  assert errors[0].startswith(
+  error_lines = [line for line in output.splitlines() if line.startswith('error:')]
+  assert len(error_lines) == 1, output[-3000:]
+  assert error_lines[0].startswith(
       f'error: Cannot write checkpoint step 2 in {worker.checkpoint_dir}: '
       'File too large. Free space there')
-  assert 'it resumes from step 1, the last complete checkpoint' in errors[0]
+  assert 'it resumes from step 1, the last complete checkpoint' in error_lines[0]
   assert checkpoints.complete_steps(worker.checkpoint_dir) == [1]
   after = _leaves(workdir)
   for (_, a), (_, b) in zip(after, before, strict=True):
@@ -240,8 +240,8 @@ def test_a_dead_peer_stops_the_other_process_with_a_message(data_dir, tmp_path):
   victim.finish()
   assert survivor.process.returncode == errors.PEER_LOST, output[-3000:]
   assert elapsed < 120, elapsed
-  errors = [line for line in output.splitlines() if line.startswith('error:')]
-  assert len(errors) == 1, output[-3000:]
-  assert errors[0].startswith('error: An operation across the 2 processes '
+  error_lines = [line for line in output.splitlines() if line.startswith('error:')]
+  assert len(error_lines) == 1, output[-3000:]
+  assert error_lines[0].startswith('error: An operation across the 2 processes '
                               'failed')
-  assert 'another process has most likely died' in errors[0]
+  assert 'another process has most likely died' in error_lines[0]

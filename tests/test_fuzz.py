@@ -210,10 +210,10 @@ def test_predict_command_line_on_damaged_videos(tmp_path):
                       '--top=1', *paths)
   assert result.returncode == errors.BAD_INPUT, result.stderr[-3000:]
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-  errors = [line for line in result.stderr.splitlines()
+  error_lines = [line for line in result.stderr.splitlines()
             if line.startswith('error:')]
-  assert len(errors) == len(failing)
-  for line, path in zip(errors, failing):
+  assert len(error_lines) == len(failing)
+  for line, path in zip(error_lines, failing):
     assert str(path) in line
   printed = [line for line in result.stdout.splitlines()
              if not line.startswith(' ')]
