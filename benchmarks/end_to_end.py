@@ -49,8 +49,9 @@ from benchmarks import input as input_benchmark  # pylint: disable=g-import-not-
 from configs import ucf101  # pylint: disable=g-import-not-at-top
 from pasnet_jax import parallel  # pylint: disable=g-import-not-at-top
 from pasnet_jax import train  # pylint: disable=g-import-not-at-top
+from pasnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
 from pasnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-from pasnet_jax.models.pasnet import init_variables  # pylint: disable=g-import-not-at-top
+from pasnet_jax.models.pasnet import create_model, init_variables  # pylint: disable=g-import-not-at-top
 
 
 def parse_rows(text: str) -> list[tuple[str, int, int]]:
@@ -76,9 +77,9 @@ def row_config(fusion: str, frames: int, batch: int, size: int,
 class Row:
   """The training step and the input pipeline of one configuration."""
 
-  def __init__(self, config, dataset: train.DatasetInfo, mesh):
+  def __init__(self, config, dataset: datasets.DatasetInfo, mesh):
     self.config, self.mesh = config, mesh
-    model = train.create_model(config.model, dataset.num_classes)
+    model = create_model(config.model, dataset.num_classes)
     shape = (1, config.frames, config.image_size, config.image_size, 3)
     variables = init_variables(model, config.seed, shape)
     schedule = train.learning_rate_schedule(config,
@@ -215,7 +216,7 @@ def main(argv=None):
         pathlib.Path(tmp), args.videos, args.video_frames))
     for fusion, frames, batch in parse_rows(args.rows):
       config = row_config(fusion, frames, batch, args.size, data_dir)
-      dataset = train.load_dataset(config.dataset)
+      dataset = datasets.load_dataset(config.dataset)
       results['rows'].append(measure(Row(config, dataset, mesh), args.steps,
                                       args.input_batches))
       pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + '\n')

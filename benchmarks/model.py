@@ -13,10 +13,11 @@ same float32 input (B, K, 224, 224, 3) RGB 0..255:
   - the project's jitted `PASNet` (fusion "A" = ECO, or "A+pool(I)+pool(F)");
   - `convert.torch_models.PASNet` in eager PyTorch, with as many threads as
     JAX's CPU backend uses (every core), or on the same GPU.
-Modes: `infer` (eval mode, no gradient); `train` (one SGD step as
-pasnet_jax.train does it: ECO's partial BatchNorm, gradient clipping,
-momentum, weight decay on kernels; the pose branch frozen); `train-pose`
-(the same with OpenPose trained too).
+Modes: `infer` (eval mode, no gradient); `train` (one step of the jitted
+training step `pasnet_jax.train.create_training` builds, with ECO's partial
+BatchNorm and the SGD recipe of configs/default.py at a constant learning
+rate; the pose branch frozen); `train-pose` (the same with OpenPose trained
+too). The PyTorch side follows the same recipe and BatchNorm freezing rule.
 
 Per row: median seconds over --repeats timed calls after --warmup untimed
 ones, the two sides' timed calls alternating (compilation is outside both
@@ -61,19 +62,21 @@ if REPO not in sys.path:
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
-from pasnet_jax.models.pasnet import PASNet  # noqa: E402
+from configs import default  # noqa: E402
+from pasnet_jax import parallel  # noqa: E402
+from pasnet_jax import train  # noqa: E402
+from pasnet_jax.models import layers  # noqa: E402
+from pasnet_jax.models.pasnet import create_model, PASNet  # noqa: E402
 
 STYLES = ('A', 'A+pool(I)+pool(F)')
 MODES = ('infer', 'train', 'train-pose')
 NUM_CLASSES = 101
-# pasnet_jax.train / configs/default.py: ECO-pytorch's SGD.
-LEARNING_RATE = 1e-3
-MOMENTUM = 0.9
-WEIGHT_DECAY = 5e-4
-CLIP_NORM = 50.0
+# ECO-pytorch's SGD (configs/default.py), which both sides follow.
+RECIPE = default.get_config().optimizer
+# ECO-pytorch's partial BatchNorm, on both sides.
+BN_POLICY = 'partial'
 # Dense bf16 tensor-core peak, TFLOP/s (H100 SXM and H200 share the chip).
 GPU_BF16_PEAK_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
 FULL = 'A+pool(I)+pool(F)'
@@ -243,68 +246,38 @@ def flax_variables_from(torch_model, style: str) -> dict:
   return traverse_util.unflatten_dict(flat)
 
 
-def parameter_labels(params, freeze_pose: bool):
-  """As pasnet_jax.train.parameter_labels with bn_policy 'partial' and the
-  3D BatchNorm affine untrained (the defaults)."""
-  def label(path, _):
-    names = [str(getattr(p, 'key', p)) for p in path]
-    part, layer = names[0], names[1] if len(names) > 1 else ''
-    if part == 'pose' and freeze_pose:
-      return 'frozen'
-    if part == 'appearance' and layer.endswith('_bn') and layer != 'conv1_7x7_s2_bn':
-      return 'frozen'
-    if part == 'spatiotemporal' and layer.endswith('_bn'):
-      return 'frozen'
-    return 'trainable'
-  return jax.tree_util.tree_map_with_path(label, params)
+def row_config(spec: Spec, remat: bool = False):
+  """The training config of a row: ECO-pytorch's SGD at a constant learning
+  rate, its partial BatchNorm, one batch per step."""
+  config = default.get_config()
+  config.model.fusion = spec.style
+  config.model.dtype = spec.dtype
+  config.model.bn_policy = BN_POLICY
+  config.model.freeze_pose = spec.mode != 'train-pose'
+  config.model.remat = remat
+  config.optimizer.decay_at = ()
+  config.batch_size = spec.batch
+  config.accumulation_steps = 1
+  return config
 
 
-def jax_optimizer(params, freeze_pose: bool):
-  """pasnet_jax.train.create_optimizer at a constant learning rate."""
-  kernels = jax.tree_util.tree_map_with_path(
-      lambda path, _: str(getattr(path[-1], 'key', '')) == 'kernel', params)
-  trainable = optax.chain(optax.clip_by_global_norm(CLIP_NORM),
-                          optax.add_decayed_weights(WEIGHT_DECAY, mask=kernels),
-                          optax.sgd(LEARNING_RATE, momentum=MOMENTUM))
-  return optax.multi_transform({'trainable': trainable, 'frozen': optax.set_to_zero()},
-                               parameter_labels(params, freeze_pose))
-
-
-def jax_program(spec: Spec, variables: dict, video, labels, remat: bool = False):
-  """(jitted function, its arguments) of a row: the forward pass, or one
-  training step with its state donated. Arguments may be abstract
+def jax_program(spec: Spec, variables: dict, video, labels, remat: bool = False,
+                device=None):
+  """(jitted function, its arguments) of a row on `device` (default: the
+  first): the forward pass, or the training step pasnet_jax.train builds,
+  with its state donated. Arguments may be abstract
   (jax.ShapeDtypeStruct), for counting FLOPs without any data."""
-  freeze_pose = spec.mode != 'train-pose'
-  model = PASNet(NUM_CLASSES, fusion=spec.style, dtype=jnp.dtype(spec.dtype),
-                 freeze_pose=freeze_pose, remat=remat)
+  config = row_config(spec, remat)
+  model = create_model(config.model, NUM_CLASSES)
   if spec.mode == 'infer':
     return jax.jit(lambda v, x: model.apply(v, x, train=False)), (variables, video)
-  params = variables['params']
-  optimizer = jax_optimizer(params, freeze_pose)
-
-  def step(params, batch_stats, opt_state, video, labels, key):
-    def loss_fn(params):
-      logits, updates = model.apply(
-          {'params': params, 'batch_stats': batch_stats}, video, train=True,
-          rngs={'dropout': key}, mutable=['batch_stats'])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-      return jnp.mean(loss), updates['batch_stats']
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-  abstract = isinstance(video, jax.ShapeDtypeStruct)
-  batch_stats = variables['batch_stats']
-  if abstract:
-    opt_state = jax.eval_shape(optimizer.init, params)
-    key = jax.eval_shape(lambda: jax.random.key(1))
-  else:
+  if not isinstance(video, jax.ShapeDtypeStruct):
     # Copies, so that the donated state never aliases the shared variables.
-    params = jax.tree_util.tree_map(jnp.array, params)
-    batch_stats = jax.tree_util.tree_map(jnp.array, batch_stats)
-    opt_state, key = optimizer.init(params), jax.random.key(1)
-  return (jax.jit(step, donate_argnums=(0, 1, 2)),
-          (params, batch_stats, opt_state, video, labels, key))
+    variables = jax.tree_util.tree_map(jnp.array, variables)
+  mesh = parallel.make_mesh([device or jax.devices()[0]])
+  schedule = train.learning_rate_schedule(config, config.optimizer.learning_rate)
+  state, step = train.create_training(config, model, variables, schedule, mesh)
+  return step, (state, {'video': video, 'label': labels})
 
 
 def count_flops(spec: Spec, size: int, remat: bool = False) -> float:
@@ -313,12 +286,13 @@ def count_flops(spec: Spec, size: int, remat: bool = False) -> float:
   On a GPU the compiled program's convolutions are cuDNN calls that XLA's
   cost analysis does not count, so every backend's rows use this count.
   """
-  model = PASNet(NUM_CLASSES, fusion=spec.style)
+  model = create_model(row_config(spec).model, NUM_CLASSES)
   video = jax.ShapeDtypeStruct((spec.batch, spec.frames, size, size, 3), jnp.float32)
   labels = jax.ShapeDtypeStruct((spec.batch,), jnp.int32)
   variables = jax.eval_shape(model.init, jax.random.key(0),
                              jax.ShapeDtypeStruct((1, 1, 32, 32, 3), jnp.float32))
-  fn, args = jax_program(spec, variables, video, labels, remat)
+  fn, args = jax_program(spec, variables, video, labels, remat,
+                         device=jax.devices('cpu')[0])
   flops = _flops(fn.trace(*args).lower(lowering_platforms=('cpu',)).cost_analysis())
   if flops == 0.0:
     # JAX 0.11 no longer counts a lowered program; a program compiled for
@@ -360,8 +334,8 @@ class JaxRunner:
     elif jax.default_backend() == 'cpu':
       flops = _flops(self.compiled.cost_analysis())
     else:
-      flops = count_flops(self.spec, self.args[-3 if self.spec.mode != 'infer' else 1].shape[2],
-                          self.remat)
+      video = self.args[1] if self.spec.mode == 'infer' else self.args[1]['video']
+      flops = count_flops(self.spec, video.shape[2], self.remat)
     out = {'flops': flops}
     try:
       memory = self.compiled.memory_analysis()
@@ -375,7 +349,7 @@ class JaxRunner:
   def run(self):
     out = jax.block_until_ready(self.compiled(*self.args))
     if self.spec.mode != 'infer':
-      self.args = (*out[:3], *self.args[3:])
+      self.args = (out[0], self.args[1])
     self.last = out
     return out
 
@@ -395,21 +369,13 @@ class TorchRunner:
       model.eval()
       return
     freeze_pose = spec.mode != 'train-pose'
-    # ECO-pytorch's partial BN: every 2D BatchNorm but the first runs on its
-    # running statistics with its affine untrained; the 3D ones update their
-    # statistics but never their affine (left out of the optimizer).
+    # The model's BatchNorm freezing rule: a frozen BatchNorm runs on its
+    # running statistics with its affine untrained.
     model.train()
-    from convert.torch_models import APPEARANCE_CONVS
-    base = model.eco.base_model
-    for name, *_ in APPEARANCE_CONVS:
-      bn = getattr(base, f'{name}_bn')
-      frozen = name != 'conv1_7x7_s2'
-      if frozen:
-        bn.eval()
-      for p in bn.parameters():
-        p.requires_grad_(not frozen)
-    for name, module in base.named_children():
-      if isinstance(module, torch.nn.BatchNorm3d):
+    for name, module in model.eco.base_model.named_children():
+      if (isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) and
+          layers.batchnorm_frozen(BN_POLICY, name)):
+        module.eval()
         for p in module.parameters():
           p.requires_grad_(False)
     if model.openpose is not None:
@@ -418,9 +384,9 @@ class TorchRunner:
     trainable = [p for p in model.parameters() if p.requires_grad]
     self.trainable = trainable
     self.optimizer = torch.optim.SGD(
-        [{'params': [p for p in trainable if p.dim() > 1], 'weight_decay': WEIGHT_DECAY},
+        [{'params': [p for p in trainable if p.dim() > 1], 'weight_decay': RECIPE.weight_decay},
          {'params': [p for p in trainable if p.dim() <= 1], 'weight_decay': 0.0}],
-        lr=LEARNING_RATE, momentum=MOMENTUM)
+        lr=RECIPE.learning_rate, momentum=RECIPE.momentum)
 
   def run(self):
     torch = self.torch
@@ -436,7 +402,7 @@ class TorchRunner:
       logits = self.model(self.video)
       loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(self.trainable, CLIP_NORM)
+    torch.nn.utils.clip_grad_norm_(self.trainable, RECIPE.clip_norm)
     self.optimizer.step()
     _torch_sync(torch, self.device)
     return loss

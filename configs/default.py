@@ -121,7 +121,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Steps to trace with the profiler (0 = none); the trace goes to workdir/profile.
   config.profile_steps = 0
-  config.input_workers = 0  # 0 = tf.data AUTOTUNE
 
   config.distributed = ml_collections.ConfigDict()
   # "auto": jax.distributed.initialize() when the environment names a

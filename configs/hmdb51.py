@@ -3,7 +3,9 @@
 Variants: --config=configs/hmdb51.py:split=2,frames=16,fusion=A
 """
 
-from configs import default
+from pasnet_jax import config_files
+
+default = config_files.load_beside(__file__, 'default')
 
 
 def get_config(arg: str = ''):

@@ -8,7 +8,9 @@ method: stage 1 trains ECO (fusion A), stage 2 PAS-Net in the paper's best
 style. Sized to finish in about ten minutes on two CPU cores.
 """
 
-from configs import default
+from pasnet_jax import config_files
+
+default = config_files.load_beside(__file__, 'default')
 
 
 def get_config(arg: str = ''):

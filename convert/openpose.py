@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from convert import torch_io
-from convert.torch_io import ConversionError
 from convert.torch_models import OpenPose
+from pasnet_jax.errors import ConversionError
 
 # pytorch-openpose's blocks: model0 (VGG front), model<stage>_<branch>.
 NESTED_PREFIX = re.compile(r'^model\d+(_\d+)?\.')

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pasnet_jax.errors import ConversionError
+
 # Written inside OUT_DIR, beside Orbax's files; restore() ignores it.
 METADATA_FILE = 'conversion.json'
 EXIT_BAD_INPUT = 2
@@ -38,10 +40,6 @@ NETWORK_SIGNATURES = {
                   ),
 }
 CONVERTERS = {'ECO': 'convert.eco', 'OpenPose': 'convert.openpose'}
-
-
-class ConversionError(Exception):
-  """A bad input; the message is one line naming the file and the keys."""
 
 
 def list_keys(keys, limit=4):

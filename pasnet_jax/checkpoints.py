@@ -27,23 +27,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
+from pasnet_jax.errors import CheckpointError, NO_ROOM_ERRNOS, StorageError
+
 CHECKPOINT_DIR = 'checkpoints'
 BEST_METRIC = 'top1'
 FORMAT_FILE = 'checkpoint_format.json'
 # Raise when a change makes checkpoints unreadable by earlier versions.
 FORMAT_VERSION = 1
-# Why a write failed for lack of room (a full disk, a file size limit, a
-# quota) or of permission; the fix is outside.
-NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+# Why a write failed for lack of room or of permission; the fix is outside.
 _STORAGE_ERRNOS = NO_ROOM_ERRNOS + (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-class CheckpointError(Exception):
-  """A checkpoint that cannot be used; the message says which and why."""
-
-
-class StorageError(CheckpointError):
-  """A checkpoint could not be written: the disk is full or read-only."""
 
 
 def error_summary(error: BaseException, limit: int = 300) -> str:

@@ -20,18 +20,22 @@ import numpy as np
 
 from pasnet_jax import checkpoints
 from pasnet_jax import cli
+from pasnet_jax import config_checks
+from pasnet_jax import errors
+from pasnet_jax import evaluation
 from pasnet_jax import inference
 from pasnet_jax import metrics as metrics_lib
 from pasnet_jax import parallel
-from pasnet_jax import train
+from pasnet_jax.data import datasets
 
 
-def scores_of(trained: inference.TrainedModel, mesh, clips: int, crops: int):
+def scores_of(trained: inference.TrainedModel, mesh, clips: int, crops: int,
+              dataset: datasets.DatasetInfo | None = None):
   config = trained.config
-  batches = train.eval_batches(train.load_dataset(config.dataset), config,
-                               clips, crops)
+  dataset = dataset or datasets.load_dataset(config.dataset)
+  batches = evaluation.eval_batches(dataset, config, clips, crops)
   variables = jax.device_put(trained.variables, parallel.replicated_sharding(mesh))
-  return train.evaluate(variables, batches, model=trained.model, mesh=mesh)
+  return evaluation.evaluate(variables, batches, model=trained.model, mesh=mesh)
 
 
 def check_fits(trained: inference.TrainedModel) -> None:
@@ -48,25 +52,31 @@ def check_fits(trained: inference.TrainedModel) -> None:
                          f'The checkpoint of {trained.workdir}')
 
 
-def evaluate_runs(workdirs, clips: int = 0, crops: int = 0) -> dict:
+def evaluate_runs(workdirs, clips: int = 0, crops: int = 0,
+                  dataset: datasets.DatasetInfo | None = None) -> dict:
+  """Each run's and the ensemble's summary on the test split.
+
+  `dataset` replaces the one the runs' configs name.
+  """
   mesh = parallel.make_mesh()
   runs = [inference.load_trained(w) for w in workdirs]
   for run in runs:
     check_fits(run)
+    config_checks.check_eval_devices(run.config)
   names = runs[0].class_names
   for run in runs[1:]:
     if run.class_names != names or (run.config.dataset.name, run.config.dataset.config) != (
         runs[0].config.dataset.name, runs[0].config.dataset.config):
-      raise checkpoints.CheckpointError(
+      raise errors.CheckpointError(
           f'{run.workdir} was trained on {run.config.dataset.name}/'
           f'{run.config.dataset.config}, {runs[0].workdir} on '
           f'{runs[0].config.dataset.name}/{runs[0].config.dataset.config}: an '
           'ensemble needs runs on the same dataset and split.')
   total, labels, per_run = None, None, []
   for run in runs:
-    scores, run_labels = scores_of(run, mesh, clips, crops)
+    scores, run_labels = scores_of(run, mesh, clips, crops, dataset)
     if labels is not None and not np.array_equal(labels, run_labels):
-      raise checkpoints.CheckpointError(
+      raise errors.CheckpointError(
           f'{run.workdir} saw the test videos in another order; evaluate it '
           'with the same dataset build.')
     labels = run_labels

@@ -9,12 +9,12 @@ import ml_collections
 import numpy as np
 
 from pasnet_jax import checkpoints
-from pasnet_jax import train
+from pasnet_jax import errors
+from pasnet_jax import workdir as workdir_lib
 from pasnet_jax.data import pipeline
 from pasnet_jax.data import sampling
 from pasnet_jax.data import video
-from pasnet_jax.data.errors import DatasetError
-from pasnet_jax.models.pasnet import PASNet
+from pasnet_jax.models.pasnet import create_model, PASNet
 
 
 @dataclasses.dataclass
@@ -30,14 +30,14 @@ class TrainedModel:
 def load_trained(workdir: str) -> TrainedModel:
   """The best checkpoint of a run (its final stage for twice-finetune)."""
   if not os.path.isdir(workdir):
-    raise checkpoints.CheckpointError(
+    raise errors.CheckpointError(
         f'{workdir} is not a directory; give the --workdir of a training run.')
-  stage_dir = train.final_stage_dir(os.path.abspath(workdir))
+  stage_dir = workdir_lib.final_stage_dir(os.path.abspath(workdir))
   config_path = os.path.join(stage_dir, 'config.json')
   results_path = os.path.join(stage_dir, 'results.json')
   for path in (config_path, results_path):
     if not os.path.exists(path):
-      raise checkpoints.CheckpointError(
+      raise errors.CheckpointError(
           f'{path} is missing: {workdir} is not a finished training run '
           '(train it with python -m pasnet_jax.main first).')
   with open(config_path) as f:
@@ -45,7 +45,7 @@ def load_trained(workdir: str) -> TrainedModel:
   with open(results_path) as f:
     results = json.load(f)
   class_names = results['class_names']
-  model = train.create_model(config.model, len(class_names))
+  model = create_model(config.model, len(class_names))
   variables = checkpoints.load_variables(stage_dir)
   variables = jax.tree_util.tree_map(np.asarray, variables)
   return TrainedModel(model=model, variables=variables, config=config,
@@ -69,4 +69,4 @@ def clip_from_file(path: str, *, num_frames: int, image_size: int,
         frames, num_frames=num_frames, image_size=image_size,
         resize_size=short_side)
   except ValueError as error:
-    raise DatasetError(f'{path}: {error}') from error
+    raise errors.DatasetError(f'{path}: {error}') from error

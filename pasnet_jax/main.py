@@ -15,6 +15,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from pasnet_jax import cli
+from pasnet_jax import errors
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, '
                                'logs and results.', required=True)
@@ -32,7 +33,7 @@ def parse_flags(argv):
     detail = str(error.args[0] if error.args else error).replace('\n', ' ')
     sys.stderr.write(f'error: unknown config key {detail}; see configs/default.py '
                      'for the keys there are.\n')
-  sys.exit(cli.BAD_INPUT)
+  sys.exit(errors.BAD_INPUT)
 
 
 def main(argv):

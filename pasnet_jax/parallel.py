@@ -15,6 +15,9 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 DATA_AXIS = 'data'
+# config.distributed.initialize: start jax.distributed when the environment
+# names a cluster, always, or never.
+DISTRIBUTED_MODES = ('auto', 'always', 'never')
 
 # Environment variables that mean "this process is one of several".
 _CLUSTER_VARIABLES = ('JAX_COORDINATOR_ADDRESS', 'TPU_WORKER_HOSTNAMES',
@@ -90,14 +93,9 @@ def to_host(tree) -> Any:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def local_batch_size(global_size: int, what: str = 'batch_size') -> int:
-  """This process's share of `global_size`, which must split evenly."""
-  devices, processes = jax.device_count(), jax.process_count()
-  if global_size % devices:
-    raise ValueError(
-        f'{what}={global_size} does not divide over {devices} devices; set '
-        f'--config.{what} to a multiple of {devices}')
-  return global_size // processes
+def local_batch_size(global_size: int) -> int:
+  """This process's share of `global_size`, a multiple of the device count."""
+  return global_size // jax.process_count()
 
 
 def sync(name: str) -> None:

@@ -17,8 +17,9 @@ import jax
 import numpy as np
 
 from pasnet_jax import cli
+from pasnet_jax import errors
 from pasnet_jax import inference
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 
 
 def predict_files(trained: inference.TrainedModel, paths, top: int):
@@ -62,7 +63,7 @@ def main(argv):
       print(path)
       for rank, (name, probability) in enumerate(ranking, 1):
         print(f'  {rank}. {name:<30} {probability:.3f}')
-  return cli.BAD_INPUT if failures else 0
+  return errors.BAD_INPUT if failures else 0
 
 
 if __name__ == '__main__':

@@ -11,13 +11,9 @@ are split over the mesh axis "data", the state is replicated, and XLA adds
 the gradient all-reduce.
 """
 
-import dataclasses
 import functools
-import json
 import os
-import shlex
 import signal
-import tempfile
 import time
 from typing import Any
 
@@ -32,46 +28,19 @@ import optax
 import tensorflow_datasets as tfds
 
 from pasnet_jax import checkpoints
+from pasnet_jax import config_checks
+from pasnet_jax import evaluation
+from pasnet_jax import initial_weights
 from pasnet_jax import metrics as metrics_lib
 from pasnet_jax import parallel
 from pasnet_jax import profiling
+from pasnet_jax import workdir as workdir_lib
+from pasnet_jax.data import datasets
 from pasnet_jax.data import pipeline
-from pasnet_jax.data.errors import DatasetError
-from pasnet_jax.models import fusion as fusion_lib
+from pasnet_jax.errors import Diverged, PeerLost, Preempted
 from pasnet_jax.models import layers
-from pasnet_jax.models.fusion import Lambdas
-from pasnet_jax.models.pasnet import PASNet, STRIDE, init_variables
+from pasnet_jax.models.pasnet import create_model, PASNet
 
-PREEMPTED_EXIT_CODE = 3
-STRATEGIES = ('twice', 'conventional')
-OPTIMIZERS = ('sgd', 'adam')
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-# What a workdir's checkpoints are of, with the dataset's class count:
-# resuming with other values would fail to restore (the shapes of the state
-# differ) or quietly go on training another model.
-IDENTITY_KEYS = ('dataset.name', 'dataset.config', 'model.fusion', 'frames',
-                 'image_size', 'strategy', 'optimizer.name', 'model.freeze_pose',
-                 'model.bn_policy', 'model.eco_layout')
-
-
-class TrainingError(Exception):
-  """Training cannot go on; the message says why and what to do."""
-
-
-class Diverged(TrainingError):
-  """The loss became NaN or infinite."""
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key and a fix."""
-
-
-class PeerLost(TrainingError):
-  """A collective operation failed: another process has most likely died."""
-
-
-class Preempted(Exception):
-  """SIGTERM or SIGINT arrived; a checkpoint of the current step was saved."""
 
 
 @flax.struct.dataclass
@@ -81,74 +50,6 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   rng: jax.Array  # Raw uint32 key data, so that it checkpoints as an array.
-
-
-def _lookup(config, dotted: str):
-  for part in dotted.split('.'):
-    config = config[part]
-  return config
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the key and a fix, before any work starts."""
-  problems = []
-  if config.model.fusion not in fusion_lib.STYLES:
-    problems.append(f'model.fusion={config.model.fusion!r} is not a style; '
-                    'valid: ' + ', '.join(fusion_lib.STYLES))
-  if config.image_size <= 0 or config.image_size % STRIDE:
-    problems.append(f'image_size={config.image_size} must be a positive '
-                    f'multiple of {STRIDE} (e.g. 224)')
-  if config.frames < 1:
-    problems.append(f'frames={config.frames}: need at least one frame (K >= 1)')
-  if config.strategy not in STRATEGIES:
-    problems.append(f'strategy={config.strategy!r}; valid: {", ".join(STRATEGIES)}')
-  if config.optimizer.name not in OPTIMIZERS:
-    problems.append(f'optimizer.name={config.optimizer.name!r}; valid: '
-                    + ', '.join(OPTIMIZERS))
-  if config.model.dtype not in DTYPES:
-    problems.append(f'model.dtype={config.model.dtype!r}; valid: '
-                    + ', '.join(DTYPES))
-  if config.accumulation_steps < 1 or config.batch_size % config.accumulation_steps:
-    problems.append(f'batch_size={config.batch_size} must be a multiple of '
-                    f'accumulation_steps={config.accumulation_steps}')
-  for key in ('num_train_steps', 'log_every_steps', 'eval_every_steps',
-              'checkpoint_every_steps', 'keep_checkpoints', 'batch_size',
-              'eval_batch_size'):
-    if _lookup(config, key) < 1:
-      problems.append(f'{key}={_lookup(config, key)} must be at least 1')
-  if problems:
-    raise ConfigError('Invalid config: ' + '; '.join(problems))
-
-
-def validate_devices(config: ml_collections.ConfigDict) -> None:
-  """Batch sizes must split evenly over the devices; says what to set."""
-  devices = jax.device_count()
-  microbatch = config.batch_size // config.accumulation_steps
-  if microbatch % devices:
-    raise ConfigError(
-        f'batch_size / accumulation_steps = {microbatch} clips per microbatch '
-        f'does not divide over {devices} devices; set --config.batch_size to a '
-        f'multiple of {devices * config.accumulation_steps} or change '
-        '--config.accumulation_steps')
-  if config.eval_batch_size % devices:
-    raise ConfigError(f'eval_batch_size={config.eval_batch_size} does not divide '
-                     f'over {devices} devices; set --config.eval_batch_size to '
-                     f'a multiple of {devices}')
-
-
-def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
-                 fusion: str | None = None) -> PASNet:
-  return PASNet(
-      num_classes=num_classes,
-      fusion=fusion or model_config.fusion,
-      dropout=model_config.dropout,
-      dtype=DTYPES[model_config.dtype],
-      bn_policy=model_config.bn_policy,
-      freeze_pose=model_config.freeze_pose,
-      remat=model_config.remat,
-      lambdas=Lambdas(**model_config.lambdas.to_dict()),
-      fusion_conv_init=model_config.fusion_conv_init,
-      eco_layout=model_config.eco_layout)
 
 
 def parameter_labels(params: Any, model: PASNet) -> Any:
@@ -201,69 +102,6 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any,
   return optax.multi_transform({'trainable': trainable,
                                 'frozen': optax.set_to_zero()},
                                parameter_labels(params, model))
-
-
-@dataclasses.dataclass
-class DatasetInfo:
-  builder: tfds.core.DatasetBuilder
-  class_names: list[str]
-  num_train_examples: int
-
-  @property
-  def num_classes(self) -> int:
-    return len(self.class_names)
-
-
-def load_dataset(dataset_config: ml_collections.ConfigDict) -> DatasetInfo:
-  """The TFDS dataset of the config, built first if missing and allowed.
-
-  With several processes, process 0 builds while the others wait.
-  """
-  name = dataset_config.name
-  if dataset_config.config:
-    name = f'{name}/{dataset_config.config}'
-  data_dir = dataset_config.data_dir or None
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as error:
-    raise DatasetError(f'Unknown dataset {name!r}: set --config.dataset.name '
-                       'to ucf101_frames, hmdb51_frames or synthetic_actions.'
-                       ) from error
-  except ValueError as error:
-    raise DatasetError(f'Unknown dataset config {name!r} ({error}); set '
-                       '--config.dataset.config.') from error
-  if not builder.is_prepared():
-    if not dataset_config.build:
-      raise DatasetError(f'{name} is not built in {builder.data_dir_root}; '
-                         'build it (README, "Datasets") or set '
-                         '--config.dataset.build=True.')
-    if jax.process_index() == 0:
-      logging.info('Building %s in %s', name, builder.data_dir_root)
-      download_config = tfds.download.DownloadConfig(
-          manual_dir=dataset_config.manual_dir or None)
-      builder.download_and_prepare(download_config=download_config)
-    parallel.sync(f'built {name}')
-    builder = tfds.builder(name, data_dir=data_dir)
-  splits = builder.info.splits
-  for split in (dataset_config.train_split, dataset_config.eval_split):
-    if split not in splits:
-      raise DatasetError(f'{name} has no split {split!r}; it has '
-                         + ', '.join(splits))
-  return DatasetInfo(builder=builder,
-                     class_names=list(builder.info.features['label'].names),
-                     num_train_examples=splits[dataset_config.train_split].num_examples)
-
-
-def eval_batches(dataset: DatasetInfo, config: ml_collections.ConfigDict,
-                 clips: int | None = None, crops: int | None = None):
-  """This process's evaluation batches (numpy), padded and masked."""
-  return tfds.as_numpy(pipeline.make_eval_dataset(
-      dataset.builder, num_frames=config.frames, image_size=config.image_size,
-      batch_size=parallel.local_batch_size(config.eval_batch_size,
-                                           'eval_batch_size'),
-      split=config.dataset.eval_split, resize_size=config.eval_short_side,
-      num_clips=clips or config.eval_clips, num_crops=crops or config.eval_crops,
-      process_index=jax.process_index(), process_count=jax.process_count()))
 
 
 def _cross_entropy(logits, labels):
@@ -323,36 +161,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
   return new_state, step_metrics
 
 
-def eval_step(variables: dict, video: jax.Array, *, model: PASNet) -> jax.Array:
-  """Softmax scores (B, C) float32."""
-  return jax.nn.softmax(model.apply(variables, video, train=False), axis=-1)
-
-
-def evaluate(variables: dict, eval_batches, *, model: PASNet,
-             mesh: jax.sharding.Mesh, eval_fn=None) -> tuple[np.ndarray, np.ndarray]:
-  """Scores and labels of every real (unmasked) example, each exactly once.
-
-  Batches may carry several views per video, (B, V, K, H, W, 3): their
-  scores are averaged.
-  """
-  eval_fn = eval_fn or jax.jit(functools.partial(eval_step, model=model))
-  all_scores, all_labels = [], []
-  for local in eval_batches:
-    batch = parallel.global_batch(local, mesh)
-    video = batch['video']
-    if video.ndim == 6:
-      views = video.shape[1]
-      scores = jnp.mean(jnp.stack([eval_fn(variables, video[:, v])
-                                   for v in range(views)]), axis=0)
-    else:
-      scores = eval_fn(variables, video)
-    scores, labels, mask = parallel.to_host((scores, batch['label'],
-                                             batch['mask']))
-    all_scores.append(np.asarray(scores)[np.asarray(mask)])
-    all_labels.append(np.asarray(labels)[np.asarray(mask)])
-  return np.concatenate(all_scores), np.concatenate(all_labels)
-
-
 def _stage_config(config: ml_collections.ConfigDict, stage: int
                   ) -> ml_collections.ConfigDict:
   stage_config = ml_collections.ConfigDict(config.to_dict())
@@ -361,107 +169,6 @@ def _stage_config(config: ml_collections.ConfigDict, stage: int
     stage_config.num_train_steps = config.stage1.num_train_steps
     stage_config.optimizer.learning_rate = config.stage1.learning_rate
   return stage_config
-
-
-def _check_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    # A probe of its own for each process: with one shared name, one
-    # process could remove the probe another is about to remove.
-    with tempfile.NamedTemporaryFile('w', dir=workdir, prefix='.write_test'
-                                     ) as probe:
-      probe.write('ok')
-  except OSError as error:
-    raise TrainingError(f'Cannot write to workdir {workdir}: {error.strerror}. '
-                        'Give a writable --workdir.') from error
-
-
-def _run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict:
-  identity = {key: _lookup(config, key) for key in IDENTITY_KEYS}
-  identity['num_classes'] = num_classes
-  return identity
-
-
-def _previous_identity(workdir: str) -> dict | None:
-  identity = checkpoints.read_format(workdir)
-  path = os.path.join(workdir, 'config.json')
-  if identity is None and os.path.exists(path):
-    # A run from before checkpoint_format.json: its config.json says enough.
-    with open(path) as f:
-      saved = ml_collections.ConfigDict(json.load(f))
-    identity = {}
-    for key in IDENTITY_KEYS:
-      try:
-        identity[key] = _lookup(saved, key)
-      except (KeyError, AttributeError):
-        continue
-  return identity
-
-
-def _claim_workdir(config: ml_collections.ConfigDict, workdir: str,
-                   num_classes: int) -> None:
-  """Refuses a workdir of another run; records this run's config and identity."""
-  identity = _run_identity(config, num_classes)
-  previous = _previous_identity(workdir) or {}
-  differing = [key for key in identity
-               if key in previous and previous[key] != identity[key]]
-  if differing:
-    there = ', '.join(f'{key}={previous[key]!r}' for key in differing)
-    here = ', '.join(f'{key}={identity[key]!r}' for key in differing)
-    flags = ' '.join(f'--config.{key}={shlex.quote(str(previous[key]))}'
-                     for key in differing if key != 'num_classes')
-    resume = [f'set {flags}'] if flags else []
-    if 'num_classes' in differing:
-      resume.append(f'use its dataset ({previous["num_classes"]} classes)')
-    raise TrainingError(
-        f'Workdir {workdir} holds a run with {there}, but this config has '
-        f'{here}. Use a new --workdir, or to resume that run '
-        + ' and '.join(resume) + '.')
-  if jax.process_index() == 0:
-    checkpoints.write_format(workdir, identity)
-    checkpoints.write_json_atomically(os.path.join(workdir, 'config.json'),
-                                      config.to_dict())
-
-
-def _initial_sources(config, stage: int, workdir: str) -> list[tuple[str, dict]]:
-  """(description, variables) to initialise from, in increasing priority."""
-  paths = []
-  if stage == 2 and config.strategy == 'twice':
-    if config.init.openpose:
-      paths.append(('OpenPose ' + config.init.openpose, config.init.openpose, 'pose'))
-    paths.append(('stage 1 ' + os.path.join(workdir, 'stage1'),
-                  os.path.join(workdir, 'stage1'), None))
-  else:
-    if config.init.eco:
-      paths.append(('ECO ' + config.init.eco, config.init.eco, None))
-    if config.init.openpose and config.model.fusion != 'A':
-      paths.append(('OpenPose ' + config.init.openpose, config.init.openpose, 'pose'))
-  if config.init.workdir:
-    paths.append(('workdir ' + config.init.workdir, config.init.workdir, None))
-  sources = []
-  for description, path, subtree in paths:
-    variables = checkpoints.load_variables(path)
-    if subtree:
-      # Converted OpenPose weights are OpenPose()'s variables: nest them
-      # where PASNet keeps its pose branch.
-      variables = {kind: {subtree: tree} for kind, tree in variables.items() if tree}
-    sources.append((description, variables))
-  return sources
-
-
-def _drop_mismatched_classifier(sources, num_classes: int):
-  """A classifier of another size is re-initialised, with a message."""
-  kept = []
-  for description, variables in sources:
-    classifier = variables.get('params', {}).get('classifier')
-    if classifier is not None and classifier['bias'].shape[0] != num_classes:
-      logging.warning('Classifier of %s has %d classes, this dataset %d: it is '
-                      're-initialised.', description, classifier['bias'].shape[0],
-                      num_classes)
-      params = {k: v for k, v in variables['params'].items() if k != 'classifier'}
-      variables = dict(variables, params=params)
-    kept.append((description, variables))
-  return kept
 
 
 class _SignalFlag:
@@ -524,49 +231,49 @@ class _Progress:
                   'train/clips_per_second': steps_per_second * self.clips})
 
 
-def _write_results(workdir: str, summary: dict, class_names, extra: dict) -> dict:
-  results = {k: v for k, v in summary.items() if k != 'confusion_matrix'}
-  results.update(extra)
-  if jax.process_index() == 0:
-    metrics_lib.write_confusion_matrix(
-        summary['confusion_matrix'], class_names, workdir,
-        title=f'{extra.get("fusion", "")} step {extra.get("step", "")}')
-    checkpoints.write_json_atomically(os.path.join(workdir, 'results.json'), results)
-  return results
-
-
 def create_training(config: ml_collections.ConfigDict, model: PASNet,
                     variables: dict, schedule: optax.Schedule,
                     mesh: jax.sharding.Mesh):
-  """(initial TrainState on the devices, jitted step(state, batch))."""
+  """(initial TrainState on the devices, jitted step(state, batch)).
+
+  Variables of jax.ShapeDtypeStruct give an abstract state: enough to lower
+  the step without any data (benchmarks/model.py counts its FLOPs so).
+  """
   optimizer = create_optimizer(config, variables['params'], model, schedule)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                     batch_stats=variables['batch_stats'],
-                     opt_state=optimizer.init(variables['params']),
-                     rng=jax.random.PRNGKey(config.seed))
+
+  def initial_state(variables):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                      batch_stats=variables['batch_stats'],
+                      opt_state=optimizer.init(variables['params']),
+                      rng=jax.random.PRNGKey(config.seed))
   step_fn = jax.jit(functools.partial(
       train_step, model=model, optimizer=optimizer,
       accumulation_steps=config.accumulation_steps, mesh=mesh),
                     donate_argnums=(0,))
-  return jax.device_put(state, parallel.replicated_sharding(mesh)), step_fn
+  replicated = parallel.replicated_sharding(mesh)
+  if isinstance(jax.tree_util.tree_leaves(variables)[0], jax.ShapeDtypeStruct):
+    return jax.eval_shape(jax.jit(initial_state, out_shardings=replicated),
+                          variables), step_fn
+  return jax.device_put(initial_state(variables), replicated), step_fn
 
 
-def train_stage(config: ml_collections.ConfigDict, workdir: str,
-                sources: list[tuple[str, dict]], dataset: DatasetInfo,
+def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
+                run_dir: str, dataset: datasets.DatasetInfo,
                 mesh: jax.sharding.Mesh) -> dict:
-  """Trains one stage in `workdir`, resuming if it holds checkpoints."""
-  _check_workdir(workdir)
-  _claim_workdir(config, workdir, dataset.num_classes)
+  """Trains one stage in `workdir`, resuming if it holds checkpoints.
+
+  `stage` is 1 or 2 (the conventional method's single stage is stage 2);
+  `run_dir` is the run's directory, where stage 2 finds stage 1.
+  """
+  workdir_lib.check_workdir(workdir)
+  workdir_lib.claim_workdir(config, workdir, dataset.num_classes)
   model = create_model(config.model, dataset.num_classes)
   frames, size = config.frames, config.image_size
   local_batch = parallel.local_batch_size(config.batch_size)
   schedule = learning_rate_schedule(config, config.optimizer.learning_rate)
 
-  fresh = init_variables(model, config.seed, (1, frames, size, size, 3))
-  variables, report = checkpoints.merge_initial(
-      fresh, _drop_mismatched_classifier(sources, dataset.num_classes))
-  for line in report:
-    logging.info('init: %s', line)
+  variables = initial_weights.initial_variables(config, model, stage, run_dir,
+                                                dataset.num_classes)
   state, step_fn = create_training(config, model, variables, schedule, mesh)
 
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
@@ -580,13 +287,13 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
                  manager.directory, latest)
   start_step = int(state.step)
 
-  eval_fn = jax.jit(functools.partial(eval_step, model=model))
+  eval_fn = jax.jit(functools.partial(evaluation.eval_step, model=model))
 
   def run_eval(state) -> dict:
-    scores, labels = evaluate({'params': state.params,
-                               'batch_stats': state.batch_stats},
-                              eval_batches(dataset, config), model=model,
-                              mesh=mesh, eval_fn=eval_fn)
+    scores, labels = evaluation.evaluate(
+        {'params': state.params, 'batch_stats': state.batch_stats},
+        evaluation.eval_batches(dataset, config), model=model, mesh=mesh,
+        eval_fn=eval_fn)
     return metrics_lib.summarize(scores, labels, dataset.class_names)
 
   train_batches = iter(tfds.as_numpy(pipeline.make_train_dataset(
@@ -656,7 +363,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
     state, _ = checkpoints.restore(manager, best, checkpoints.abstract_like(state))
     summary = run_eval(state)
   manager.close()
-  results = _write_results(workdir, summary, dataset.class_names, {
+  results = workdir_lib.write_results(workdir, summary, dataset.class_names, {
       'step': int(state.step), 'fusion': config.model.fusion, 'frames': frames,
       'image_size': size, 'dataset': config.dataset.name,
       'dataset_config': config.dataset.config,
@@ -669,13 +376,18 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains and evaluates as `config` says; returns the final results."""
-  validate_config(config)
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       dataset: datasets.DatasetInfo | None = None) -> dict:
+  """Trains and evaluates as `config` says; returns the final results.
+
+  `dataset` replaces the one config.dataset names (which is then not
+  looked up or built).
+  """
+  config_checks.check_config(config)
   parallel.initialize_distributed(config.distributed)
-  validate_devices(config)
+  config_checks.check_devices(config)
   try:
-    return _train_and_evaluate(config, os.path.abspath(workdir))
+    return _train_and_evaluate(config, os.path.abspath(workdir), dataset)
   except jax.errors.JaxRuntimeError as error:
     if jax.process_count() == 1:
       raise
@@ -686,42 +398,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         'command to resume from the last complete checkpoint.') from error
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  _check_workdir(workdir)
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        dataset: datasets.DatasetInfo | None) -> dict:
+  workdir_lib.check_workdir(workdir)
   mesh = parallel.make_mesh()
-  dataset = load_dataset(config.dataset)
+  if dataset is None:
+    dataset = datasets.load_dataset(config.dataset)
 
   if config.strategy == 'conventional':
-    sources = _initial_sources(config, 2, workdir)
-    return train_stage(config, workdir, sources, dataset, mesh)
+    return train_stage(config, workdir, 2, workdir, dataset, mesh)
 
-  stage1_dir = os.path.join(workdir, 'stage1')
-  stage1_config = _stage_config(config, 1)
-  stage1 = train_stage(stage1_config, stage1_dir,
-                       _initial_sources(stage1_config, 1, workdir), dataset, mesh)
+  stage1 = train_stage(_stage_config(config, 1), os.path.join(workdir, 'stage1'),
+                       1, workdir, dataset, mesh)
   parallel.sync('stage1 done')
-  stage2 = train_stage(config, os.path.join(workdir, 'stage2'),
-                       _initial_sources(config, 2, workdir), dataset, mesh)
-  results = dict(stage2, stage1={k: stage1[k] for k in
-                                 ('top1', 'top5', 'mean_class_accuracy', 'step')})
-  if jax.process_index() == 0:
-    checkpoints.write_json_atomically(os.path.join(workdir, 'results.json'), results)
-    _copy_file(os.path.join(workdir, 'stage2', 'confusion_matrix.png'),
-               os.path.join(workdir, 'confusion_matrix.png'))
-    _copy_file(os.path.join(workdir, 'stage2', 'confusion_matrix.csv'),
-               os.path.join(workdir, 'confusion_matrix.csv'))
-  return results
-
-
-def _copy_file(source: str, destination: str) -> None:
-  with open(source, 'rb') as f:
-    payload = f.read()
-  with open(destination + '.tmp', 'wb') as f:
-    f.write(payload)
-  os.replace(destination + '.tmp', destination)
-
-
-def final_stage_dir(workdir: str) -> str:
-  """The directory holding a run's final model: stage2 for twice-finetune."""
-  stage2 = os.path.join(workdir, 'stage2')
-  return stage2 if os.path.isdir(stage2) else workdir
+  stage2 = train_stage(config, os.path.join(workdir, 'stage2'), 2, workdir,
+                       dataset, mesh)
+  return workdir_lib.write_twice_results(workdir, stage1, stage2)

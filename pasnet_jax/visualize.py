@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from pasnet_jax import cli
+from pasnet_jax import errors
 from pasnet_jax import inference
 from pasnet_jax.models.pasnet import PASNet
 
@@ -84,7 +85,7 @@ def main(argv):
                                    image_size=config.image_size,
                                    short_side=config.eval_short_side)
     if trained.model.fusion == 'A':
-      raise cli.UsageProblem(f'{flags.FLAGS.workdir} has no pose branch (fusion '
+      raise errors.UsageProblem(f'{flags.FLAGS.workdir} has no pose branch (fusion '
                              '"A"): nothing to draw but the frames.')
     features = jax.device_get(trained.model.apply(
         trained.variables, clip[None], train=False, method=PASNet.features))

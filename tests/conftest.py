@@ -21,6 +21,7 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 
 import jax
 import numpy as np
+import pytest
 
 from pasnet_jax.models import fusion as fusion_lib
 
@@ -57,3 +58,37 @@ def random_variables(model, video_shape, seed=0):
     raise ValueError(f'No rule for variable {"/".join(names)}')
 
   return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+# Training runs on the tiny dataset that several test modules read; each is
+# trained once per session. run_helpers imports this module, hence the
+# imports inside.
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory):
+  from tests import run_helpers  # pylint: disable=g-import-not-at-top
+  return run_helpers.tiny_dataset(str(tmp_path_factory.mktemp('tfds')))
+
+
+@pytest.fixture(scope='session')
+def uninterrupted(tmp_path_factory, tiny_dataset):
+  """(workdir, results) of 4 uninterrupted steps, profiled."""
+  from pasnet_jax import train  # pylint: disable=g-import-not-at-top
+  from tests import run_helpers  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  results = train.train_and_evaluate(
+      run_helpers.small_config(profile_steps=1), workdir, tiny_dataset)
+  return workdir, results
+
+
+@pytest.fixture(scope='session')
+def twice(tmp_path_factory, tiny_dataset):
+  """The workdir of a twice-finetune run: 2 steps of ECO, 1 of PAS-Net."""
+  from pasnet_jax import train  # pylint: disable=g-import-not-at-top
+  from tests import run_helpers  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('twice'))
+  config = run_helpers.small_config(strategy='twice', num_train_steps=1)
+  config.model.fusion = 'A+pool(I)+pool(F)'
+  train.train_and_evaluate(config, workdir, tiny_dataset)
+  return workdir

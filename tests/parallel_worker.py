@@ -20,7 +20,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from configs import default  # pylint: disable=g-import-not-at-top
 from pasnet_jax import parallel  # pylint: disable=g-import-not-at-top
 from pasnet_jax import train  # pylint: disable=g-import-not-at-top
-from pasnet_jax.models.pasnet import init_variables  # pylint: disable=g-import-not-at-top
+from pasnet_jax.models.pasnet import create_model, init_variables  # pylint: disable=g-import-not-at-top
 
 GLOBAL_BATCH, FRAMES, SIZE, CLASSES, STEPS = 8, 2, 64, 5, 2
 
@@ -47,7 +47,7 @@ def main():
   config = default.get_config()
   config.num_train_steps = 100
   config.accumulation_steps = 1
-  model = train.create_model(config.model, CLASSES, fusion=args.fusion)
+  model = create_model(config.model, CLASSES, fusion=args.fusion)
   rng = np.random.default_rng(0)
   video = rng.uniform(0, 255, (STEPS, GLOBAL_BATCH, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
   labels = rng.integers(0, CLASSES, (STEPS, GLOBAL_BATCH)).astype(np.int32)

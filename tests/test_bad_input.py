@@ -17,11 +17,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from pasnet_jax import cli
+from pasnet_jax import errors
 from pasnet_jax import inference
 from pasnet_jax import predict
 from pasnet_jax.data import frames_builder
 from pasnet_jax.data import pipeline
-from pasnet_jax.data.errors import DatasetError
 from pasnet_jax.data.video import decode_video
 from tests import data_helpers
 from tests import run_helpers
@@ -192,7 +192,7 @@ def test_predict_command_line_one_error_line_per_bad_file(trained_run,
   bad = [paths['empty'], paths['not a video'], paths['missing']]
   result = run_python('-m', 'pasnet_jax.predict', f'--workdir={trained_run}',
                       '--top=2', paths['one frame'], *bad)
-  assert result.returncode == cli.BAD_INPUT, result.stderr[-3000:]
+  assert result.returncode == errors.BAD_INPUT, result.stderr[-3000:]
   assert result.stdout.splitlines()[0] == str(paths['one frame'])
   assert len(result.stdout.splitlines()) == 3
   lines = error_lines(result.stderr)
@@ -209,7 +209,7 @@ def test_builder_reports_bad_videos_with_the_reason(tmp_path, video_files):
             **{name: paths[what].read_bytes() for name, what in test.items()}}
   manual = ucf_manual_dir(tmp_path / 'manual', [GOOD_TRAIN], list(test),
                           videos)
-  with pytest.raises(DatasetError, match='3 of the 3 test videos'):
+  with pytest.raises(errors.DatasetError, match='3 of the 3 test videos'):
     data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
   builder = tfds.builder('ucf101_frames/split1', data_dir=str(tmp_path / 'data'))
   report = frames_builder.failure_report_path(builder, 'test').read_text()
@@ -234,7 +234,7 @@ def test_missing_or_empty_manual_dir_says_what_to_put_there(tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()
   for manual in (tmp_path / 'absent', empty):
-    with pytest.raises(DatasetError) as error:
+    with pytest.raises(errors.DatasetError) as error:
       data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
     message = str(error.value)
     assert message == (
@@ -251,7 +251,7 @@ def test_missing_split_file_names_it_and_the_archive(tmp_path, good_inputs):
   manual = ucf_manual_dir(tmp_path / 'manual', train, test, videos,
                           split_files)
   zip_path = manual / 'UCF101TrainTestSplits-RecognitionTask.zip'
-  with pytest.raises(DatasetError, match=(
+  with pytest.raises(errors.DatasetError, match=(
       f'Split file testlist01.txt is missing from {zip_path}. Use the split '
       'archive as published.')):
     data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
@@ -263,7 +263,7 @@ def test_unknown_class_in_a_split_list_names_the_line(tmp_path, good_inputs):
   split_files['ucfTrainTestlist/testlist01.txt'] += b'Juggling/v_J_g01.avi\r\n'
   manual = ucf_manual_dir(tmp_path / 'manual', train, test, videos,
                           split_files)
-  with pytest.raises(DatasetError, match=(
+  with pytest.raises(errors.DatasetError, match=(
       'testlist01.txt line 2: expected "<Class>/<video>.avi" with an official '
       "class name, got 'Juggling/v_J_g01.avi'")):
     data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
@@ -274,7 +274,7 @@ def test_listed_video_missing_from_the_archive_is_reported(tmp_path,
   videos, train, test = good_inputs
   missing = 'YoYo/v_YoYo_g02_c01.avi'
   manual = ucf_manual_dir(tmp_path / 'manual', train, test + [missing], videos)
-  with pytest.raises(DatasetError, match='1 of the 2 test videos') as error:
+  with pytest.raises(errors.DatasetError, match='1 of the 2 test videos') as error:
     data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
   report = pathlib.Path(str(error.value).split(' in ')[1].split('. ')[0])
   assert report.read_text().splitlines()[2] == (
@@ -291,7 +291,7 @@ def test_corrupt_archive_names_it(tmp_path, good_inputs, damage):
   data = rar.read_bytes()
   rar.write_bytes(data[:len(data) // 2] if damage == 'truncated' else
                   b'Rar!\x1a\x07\x00' + bytes(range(256)) * 8)
-  with pytest.raises(DatasetError, match=f'{rar} is (damaged or )?incomplete'):
+  with pytest.raises(errors.DatasetError, match=f'{rar} is (damaged or )?incomplete'):
     data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
 
 
@@ -302,7 +302,7 @@ def test_training_command_line_with_a_bad_manual_dir(tmp_path):
       f'--workdir={tmp_path / "run"}',
       f'--config.dataset.manual_dir={manual}',
       f'--config.dataset.data_dir={tmp_path / "data"}')
-  assert result.returncode == cli.BAD_INPUT, result.stderr[-3000:]
+  assert result.returncode == errors.BAD_INPUT, result.stderr[-3000:]
   assert error_lines(result.stderr) == [(
       f'error: Manual directory {manual} does not exist or is empty: put '
       'UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip there, or '

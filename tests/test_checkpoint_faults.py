@@ -14,8 +14,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from pasnet_jax import checkpoints
-from pasnet_jax import cli
-from tests import train_worker
+from pasnet_jax import errors
+from tests import run_helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, 'tests', 'train_worker.py')
@@ -25,7 +25,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   directory = tmp_path_factory.mktemp('tfds')
-  train_worker.tiny_dataset(str(directory))
+  run_helpers.tiny_dataset(str(directory))
   return str(directory)
 
 
@@ -89,12 +89,12 @@ def _evaluate(workdir):
 
 
 def _assert_one_clear_line(result, *expected):
-  assert result.returncode == cli.BAD_INPUT, result.stderr[-3000:]
-  errors = [line for line in result.stderr.splitlines()
+  assert result.returncode == errors.BAD_INPUT, result.stderr[-3000:]
+  error_lines = [line for line in result.stderr.splitlines()
             if line.startswith('error:')]
-  assert len(errors) == 1, result.stderr[-3000:]
+  assert len(error_lines) == 1, result.stderr[-3000:]
   for part in expected:
-    assert part in errors[0], errors[0]
+    assert part in error_lines[0], error_lines[0]
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
 
 

@@ -5,6 +5,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from pasnet_jax import checkpoints
+from pasnet_jax import errors
 
 
 def _fresh():
@@ -42,23 +43,23 @@ def test_later_sources_win():
 
 
 def test_missing_and_foreign_checkpoints_are_clear_errors(tmp_path):
-  with pytest.raises(checkpoints.CheckpointError, match='do not exist'):
+  with pytest.raises(errors.CheckpointError, match='do not exist'):
     checkpoints.load_variables(str(tmp_path / 'nowhere'))
   foreign = tmp_path / 'foreign'
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(foreign, {'weights': np.ones(3)})
-  with pytest.raises(checkpoints.CheckpointError, match='no "params"'):
+  with pytest.raises(errors.CheckpointError, match='no "params"'):
     checkpoints.load_variables(str(foreign))
   broken = tmp_path / 'broken'
   broken.mkdir()
   (broken / 'garbage').write_bytes(b'not a checkpoint')
-  with pytest.raises(checkpoints.CheckpointError, match='Cannot read initial weights'):
+  with pytest.raises(errors.CheckpointError, match='Cannot read initial weights'):
     checkpoints.load_variables(str(broken))
 
 
 def test_a_source_of_another_model_is_refused():
   openpose = {'params': {'pose_model': {'conv1_1': {'kernel': np.ones((3, 3, 3, 64))}}}}
-  with pytest.raises(checkpoints.CheckpointError,
+  with pytest.raises(errors.CheckpointError,
                      match=r'None of the 1 tensors of OpenPose x fit this model '
                      r'\(e\.g\. params/pose_model/conv1_1/kernel'):
     checkpoints.merge_initial(_fresh(), [('OpenPose x', openpose)])
@@ -69,7 +70,7 @@ def test_check_fits_names_the_keys_that_differ():
   other['params']['classifier'] = {'kernel': np.zeros((512, 5)),
                                    'bias': np.zeros((5,))}
   del other['params']['pose']
-  with pytest.raises(checkpoints.CheckpointError) as failure:
+  with pytest.raises(errors.CheckpointError) as failure:
     checkpoints.check_fits(other, _fresh(), 'run x')
   assert str(failure.value) == (
       'run x does not fit the model its config describes: '
@@ -88,10 +89,10 @@ def test_format_file_round_trip_and_newer_format(tmp_path):
   path = tmp_path / checkpoints.FORMAT_FILE
   path.write_text('{"format_version": 99, "written_by": "pasnet_jax 9.0", '
                   '"identity": {}}')
-  with pytest.raises(checkpoints.CheckpointError,
+  with pytest.raises(errors.CheckpointError,
                      match='format 99, written by pasnet_jax 9.0; this '
                      'pasnet_jax reads format 1 and earlier. Upgrade pasnet_jax'):
     checkpoints.read_format(str(tmp_path))
   path.write_text('{"format_vers')
-  with pytest.raises(checkpoints.CheckpointError, match='is unreadable'):
+  with pytest.raises(errors.CheckpointError, match='is unreadable'):
     checkpoints.read_format(str(tmp_path))

@@ -26,6 +26,9 @@ def _train(workdir, *overrides, env=None):
      None),
     (['--config.model.fusion=A+B'],
      "error: Invalid config: model.fusion='A+B' is not a style", None),
+    (['--config.model.bn_policy=partialbn'],
+     "error: Invalid config: model.bn_policy='partialbn'; valid: trainable, "
+     'partial, frozen', None),
     (['--config.image_size=100', '--config.frames=0'],
      'error: Invalid config: image_size=100 must be a positive multiple of 32 '
      '(e.g. 224); frames=0: need at least one frame (K >= 1)', None),

@@ -8,7 +8,7 @@ import pytest
 import rarfile
 
 from pasnet_jax.data import archives
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 from tests import data_helpers
 
 VIDEO = b'RIFF' + bytes(range(256)) * 4

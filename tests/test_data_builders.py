@@ -10,9 +10,9 @@ import sys
 import pytest
 import tensorflow_datasets as tfds
 
+from pasnet_jax.data import datasets
 from pasnet_jax.data import frames_builder
-from pasnet_jax.data import pipeline
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 from tests import data_helpers
 
 UCF_TRAIN = ['ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi',
@@ -244,7 +244,7 @@ def test_a_build_killed_midway_is_never_loaded_and_the_rerun_finishes(
   assert not tfds.builder('ucf101_frames/split1',
                           data_dir=str(tmp_path / 'data')).is_prepared()
   with pytest.raises(DatasetError, match='is not prepared'):
-    pipeline.load_builder('ucf101_frames/split1', str(tmp_path / 'data'))
+    datasets.load_builder('ucf101_frames/split1', str(tmp_path / 'data'))
 
   builder = data_helpers.prepare('ucf101_frames/split1', manual,
                                  tmp_path / 'data')
@@ -252,7 +252,7 @@ def test_a_build_killed_midway_is_never_loaded_and_the_rerun_finishes(
   assert builder.info.splits['test'].num_examples == 1
   assert sorted(data_helpers.examples(builder, 'train')) == sorted(
       p[:-4] for p in train)
-  assert pipeline.load_builder('ucf101_frames/split1',
+  assert datasets.load_builder('ucf101_frames/split1',
                                str(tmp_path / 'data')).is_prepared()
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pasnet_jax.data import pipeline
 from pasnet_jax.data import sampling
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 from tests import data_helpers
 
 CLASSES = ['ApplyEyeMakeup', 'Archery', 'Biking', 'Diving', 'Fencing',

@@ -7,7 +7,7 @@ import pytest
 
 from pasnet_jax.data import archives
 from pasnet_jax.data import splits
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 from tests import data_helpers
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pasnet_jax.data import video
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 from tests import data_helpers
 
 

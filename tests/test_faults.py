@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from pasnet_jax import checkpoints
-from pasnet_jax import cli
-from tests import train_worker
+from pasnet_jax import errors
+from tests import run_helpers
 
 WORKER = os.path.join(os.path.dirname(__file__), 'train_worker.py')
 
@@ -28,7 +28,7 @@ WORKER = os.path.join(os.path.dirname(__file__), 'train_worker.py')
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   directory = tmp_path_factory.mktemp('tfds')
-  train_worker.tiny_dataset(str(directory))
+  run_helpers.tiny_dataset(str(directory))
   return directory
 
 
@@ -108,7 +108,7 @@ def test_preemption_saves_and_the_rerun_resumes(signal_number, data_dir,
   worker.wait_for(lambda: 'step 3/10000' in worker.output(), 'step 3')
   worker.process.send_signal(signal_number)
   output = worker.finish()
-  assert worker.process.returncode == cli.PREEMPTED, output[-3000:]
+  assert worker.process.returncode == errors.PREEMPTED, output[-3000:]
   name = signal.Signals(signal_number).name
   assert f'{name} received: saved step' in output
   saved = int(output.split(f'{name} received: saved step ')[1].split()[0])
@@ -207,13 +207,13 @@ def test_a_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(
   worker = Worker(data_dir, workdir, 3, '--checkpoint-every', '1',
                   cache=compile_cache, file_size_limit_mb=64)
   output = worker.finish()
-  assert worker.process.returncode == cli.BAD_INPUT, output[-3000:]
-  errors = [line for line in output.splitlines() if line.startswith('error:')]
-  assert len(errors) == 1, output[-3000:]
-  assert errors[0].startswith(
+  assert worker.process.returncode == errors.BAD_INPUT, output[-3000:]
+  error_lines = [line for line in output.splitlines() if line.startswith('error:')]
+  assert len(error_lines) == 1, output[-3000:]
+  assert error_lines[0].startswith(
       f'error: Cannot write checkpoint step 2 in {worker.checkpoint_dir}: '
       'File too large. Free space there')
-  assert 'it resumes from step 1, the last complete checkpoint' in errors[0]
+  assert 'it resumes from step 1, the last complete checkpoint' in error_lines[0]
   assert checkpoints.complete_steps(worker.checkpoint_dir) == [1]
   after = _leaves(workdir)
   for (_, a), (_, b) in zip(after, before, strict=True):
@@ -238,10 +238,10 @@ def test_a_dead_peer_stops_the_other_process_with_a_message(data_dir, tmp_path):
   output = survivor.finish(timeout=300)
   elapsed = time.time() - killed_at
   victim.finish()
-  assert survivor.process.returncode == cli.PEER_LOST, output[-3000:]
+  assert survivor.process.returncode == errors.PEER_LOST, output[-3000:]
   assert elapsed < 120, elapsed
-  errors = [line for line in output.splitlines() if line.startswith('error:')]
-  assert len(errors) == 1, output[-3000:]
-  assert errors[0].startswith('error: An operation across the 2 processes '
+  error_lines = [line for line in output.splitlines() if line.startswith('error:')]
+  assert len(error_lines) == 1, output[-3000:]
+  assert error_lines[0].startswith('error: An operation across the 2 processes '
                               'failed')
-  assert 'another process has most likely died' in errors[0]
+  assert 'another process has most likely died' in error_lines[0]

@@ -32,12 +32,11 @@ from convert import eco
 from convert import openpose
 from convert import torch_io
 from pasnet_jax import checkpoints
-from pasnet_jax import cli
+from pasnet_jax import errors
 from pasnet_jax import inference
 from pasnet_jax.data import archives
 from pasnet_jax.data import frames_builder
 from pasnet_jax.data import splits
-from pasnet_jax.data.errors import DatasetError
 from tests import data_helpers
 from tests import run_helpers
 
@@ -139,7 +138,7 @@ def predict_verdict(path: pathlib.Path):
     clip = inference.clip_from_file(
         str(path), num_frames=4, image_size=run_helpers.IMAGE_SIZE,
         short_side=run_helpers.SHORT_SIDE)
-  except DatasetError as error:
+  except errors.DatasetError as error:
     one_line(str(error), path)
     return str(error)
   assert clip.shape == (4, run_helpers.IMAGE_SIZE, run_helpers.IMAGE_SIZE, 3)
@@ -185,7 +184,7 @@ def test_build_of_damaged_videos_reports_each_and_loads_nothing(tmp_path):
       f'UCF-101/{name}': data for name, data in videos.items()})
   data_helpers.write_zip(manual / 'UCF101TrainTestSplits-RecognitionTask.zip',
                          data_helpers.ucf101_split_files(train, test))
-  with pytest.raises(DatasetError, match=f'{len(expected)} of the '
+  with pytest.raises(errors.DatasetError, match=f'{len(expected)} of the '
                      f'{len(test)} test videos'):
     data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
   builder = tfds.builder('ucf101_frames/split1',
@@ -209,12 +208,12 @@ def test_predict_command_line_on_damaged_videos(tmp_path):
   assert 0 < len(failing) < len(paths)
   result = run_python('-m', 'pasnet_jax.predict', f'--workdir={workdir}',
                       '--top=1', *paths)
-  assert result.returncode == cli.BAD_INPUT, result.stderr[-3000:]
+  assert result.returncode == errors.BAD_INPUT, result.stderr[-3000:]
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
-  errors = [line for line in result.stderr.splitlines()
+  error_lines = [line for line in result.stderr.splitlines()
             if line.startswith('error:')]
-  assert len(errors) == len(failing)
-  for line, path in zip(errors, failing):
+  assert len(error_lines) == len(failing)
+  for line, path in zip(error_lines, failing):
     assert str(path) in line
   printed = [line for line in result.stdout.splitlines()
              if not line.startswith(' ')]
@@ -318,12 +317,12 @@ def test_damaged_converted_checkpoints_load_intact_or_are_refused(
       # What convert.pasnet reads, and what training and predict read.
       try:
         restored, _ = torch_io.read_converted(damaged_dir, 'convert.eco')
-      except torch_io.ConversionError as error:
+      except errors.ConversionError as error:
         one_line(str(error), damaged_dir)
         restored = None
       try:
         loaded = checkpoints.load_variables(str(damaged_dir))
-      except checkpoints.CheckpointError as error:
+      except errors.CheckpointError as error:
         assert str(damaged_dir) in str(error)
         loaded = None
     # Read back, the values are the ones saved: damage is never silent.
@@ -406,7 +405,7 @@ def test_damaged_archives_are_read_or_named(tmp_path, seed, count):
                                            ).values():
             archives.read_video_bytes(ref)
         outcomes.add(True)
-      except DatasetError as error:
+      except errors.DatasetError as error:
         one_line(str(error), path)
         outcomes.add(False)
     for unpacked in (directory / 'scratch').rglob('*'):

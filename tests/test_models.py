@@ -76,11 +76,6 @@ def test_variable_subtrees_per_style(style):
   assert in_channels == (128 if style == 'I' else 96)
 
 
-def test_unknown_fusion_lists_valid_styles(video):
-  with pytest.raises(ValueError, match=r"Unknown fusion style 'A\+B'.*'conv\(A,I,F\)'"):
-    PASNet(5, fusion='A+B').init(jax.random.PRNGKey(0), video)
-
-
 @pytest.mark.parametrize('shape, message', [
     ((1, 2, 60, 64, 3), 'multiples of 32'),
     ((1, 0, 64, 64, 3), 'K >= 1'),

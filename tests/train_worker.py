@@ -17,36 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import logging  # pylint: disable=g-import-not-at-top
 
-from configs import synthetic as synthetic_config  # pylint: disable=g-import-not-at-top
 from pasnet_jax import cli  # pylint: disable=g-import-not-at-top
 from pasnet_jax import train  # pylint: disable=g-import-not-at-top
-from pasnet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-
-
-def tiny_dataset(data_dir: str) -> train.DatasetInfo:
-  config = synthetic.SyntheticActionsConfig(
-      name='tiny', train_subjects=2, test_subjects=1, image_size=64,
-      min_frames=8, max_frames=12)
-  builder = synthetic.SyntheticActions(config=config, data_dir=data_dir)
-  builder.download_and_prepare()
-  return train.DatasetInfo(
-      builder=builder, class_names=list(builder.info.features['label'].names),
-      num_train_examples=builder.info.splits['train'].num_examples)
-
-
-def small_config(num_train_steps: int, checkpoint_every: int = 1000):
-  config = synthetic_config.get_config()
-  config.strategy = 'conventional'
-  config.model.fusion = 'A'
-  config.frames, config.image_size, config.eval_short_side = 2, 32, 36
-  config.batch_size, config.eval_batch_size = 4, 4
-  config.num_train_steps = num_train_steps
-  config.checkpoint_every_steps = checkpoint_every
-  config.eval_every_steps = 1000
-  config.log_every_steps = 1
-  config.optimizer.decay_at = ()
-  config.optimizer.warmup_steps = 0
-  return config
+from tests import run_helpers  # pylint: disable=g-import-not-at-top
 
 
 def main():
@@ -65,7 +38,9 @@ def main():
   args = parser.parse_args()
 
   logging.set_verbosity(logging.INFO)
-  config = small_config(args.steps, args.checkpoint_every)
+  config = run_helpers.small_config(
+      num_train_steps=args.steps, checkpoint_every_steps=args.checkpoint_every,
+      eval_every_steps=1000)
   config.init.workdir = args.init_workdir
   for override in args.set:
     key, value = override.split('=', 1)
@@ -81,10 +56,9 @@ def main():
     config.distributed.num_processes = args.num_processes
     config.distributed.process_id = args.process_id
     config.distributed.timeout_seconds = args.timeout
-  dataset = tiny_dataset(args.data_dir)
-  train.load_dataset = lambda dataset_config: dataset
+  dataset = run_helpers.tiny_dataset(args.data_dir)
   with cli.clean_errors():
-    train.train_and_evaluate(config, args.workdir)
+    train.train_and_evaluate(config, args.workdir, dataset)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ import zlib
 
 import rarfile
 
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 
 VIDEO_SUFFIXES = ('.avi', '.mp4', '.mkv', '.webm', '.mov', '.mpg', '.mpeg')
 # What zipfile raises for a damaged archive, besides OSError: an unknown

@@ -1,10 +1,3 @@
-"""The one exception type for unusable input data."""
+"""DatasetError under the name the input pipeline imports it by."""
 
-
-class DatasetError(Exception):
-  """Input data that cannot be used: missing or malformed archives, split
-  files or videos, or a dataset that is not prepared.
-
-  The message names the file and says what to do, so a command line can print
-  it without a traceback.
-  """
+from pasnet_jax.errors import DatasetError  # pylint: disable=unused-import

@@ -24,7 +24,7 @@ import tqdm
 from pasnet_jax.data import archives
 from pasnet_jax.data import splits
 from pasnet_jax.data import video
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 
 # A split in which more videos than this fraction fail is not built.
 MAX_FAILED_FRACTION = 0.01

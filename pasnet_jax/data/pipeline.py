@@ -29,29 +29,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pasnet_jax.data import sampling
+from pasnet_jax.data.datasets import load_builder
 from pasnet_jax.data.errors import DatasetError
 
 # ECO-pytorch's GroupMultiScaleCrop: crop sides as fractions of the short side.
 MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
 EVAL_RESIZE = 256
-
-
-def load_builder(dataset, data_dir: str | None = None
-                 ) -> tfds.core.DatasetBuilder:
-  """A prepared TFDS builder from a builder or a name ('ucf101_frames/split1')."""
-  if isinstance(dataset, tfds.core.DatasetBuilder):
-    builder = dataset
-  else:
-    import pasnet_jax.data  # pylint: disable=g-import-not-at-top,unused-import  # registers the builders
-    try:
-      builder = tfds.builder(dataset, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-      raise DatasetError(f'Unknown dataset {dataset!r} ({e}).') from e
-  if not builder.is_prepared():
-    raise DatasetError(
-        f'{builder.info.full_name} is not prepared in {builder.data_dir_root}: '
-        'build it first (see the README, "Datasets").')
-  return builder
 
 
 def _shard_source(builder, split: str, process_index: int, process_count: int):

@@ -18,7 +18,7 @@ Videos are named "<Class>/<video stem>" (e.g.
 
 from typing import NamedTuple
 
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 
 # classInd.txt order. The label of a video is its index here.
 UCF101_CLASSES = (

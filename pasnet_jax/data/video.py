@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterator
 import av
 import numpy as np
 
-from pasnet_jax.data.errors import DatasetError
+from pasnet_jax.errors import DatasetError
 
 # Frames are stored with their short side at this size; the paper's 256 x 340
 # input (for 4:3 videos) is then a crop away.

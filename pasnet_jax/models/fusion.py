@@ -28,19 +28,17 @@ class Lambdas:
   paf: float = 1.0  # lambda4
 
 
-def check_style(style: str) -> str:
-  if style not in STYLES:
-    raise ValueError(f'Unknown fusion style {style!r}; valid styles: '
-                     + ', '.join(repr(s) for s in STYLES))
-  return style
+# How the conv(...) styles' 1 x 1 convolution starts: passing x_A through,
+# or LeCun normal.
+CONV_INITS = ('identity', 'random')
 
 
 def uses_appearance(style: str) -> bool:
-  return check_style(style) != 'I'
+  return style != 'I'
 
 
 def uses_pose(style: str) -> bool:
-  return check_style(style) != 'A'
+  return style != 'A'
 
 
 def channel_pool_matrix(in_channels: int, out_channels: int) -> np.ndarray:
@@ -81,7 +79,7 @@ class Fusion(nn.Module):
   Attributes:
     style: one of STYLES (Table II names).
     lambdas: weights of the additive styles.
-    conv_init: "identity" (pass x_A through) or "random" for the conv styles.
+    conv_init: one of CONV_INITS, for the conv styles.
     dtype: compute dtype.
   """
   style: str = 'A+pool(I)+pool(F)'
@@ -96,8 +94,7 @@ class Fusion(nn.Module):
 
     Returns the fused map (N, h, w, 96), or 128 channels for style "I", in `dtype`.
     """
-    style = check_style(self.style)
-    lam = self.lambdas
+    style, lam = self.style, self.lambdas
     cast = lambda name: pose[name].astype(self.dtype)
     if style == 'A':
       return appearance
@@ -117,10 +114,8 @@ class Fusion(nn.Module):
         'conv(A,I)': [appearance, cast('implicit')],
         'conv(A,I,F)': [appearance, cast('implicit'), cast('paf_features')],
     }[style]
-    if self.conv_init not in ('identity', 'random'):
-      raise ValueError(f'Unknown conv_init {self.conv_init!r}; valid: identity, random')
-    kernel_init = (pass_through_init if self.conv_init == 'identity' else
-                   nn.initializers.lecun_normal())
+    kernel_init = {'identity': pass_through_init,
+                   'random': nn.initializers.lecun_normal()}[self.conv_init]
     return nn.Conv(APPEARANCE_CHANNELS, (1, 1), kernel_init=kernel_init,
                    dtype=self.dtype, param_dtype=jnp.float32,
                    name='conv')(jnp.concatenate(inputs, axis=-1))

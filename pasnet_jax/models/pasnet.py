@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from pasnet_jax.models import fusion as fusion_lib
@@ -19,6 +20,8 @@ from pasnet_jax.models.pose import OpenPose
 from pasnet_jax.models.spatiotemporal import Spatiotemporal
 
 STRIDE = 32
+# Compute dtypes by their config names (config.model.dtype).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 def check_video_shape(shape: tuple[int, ...]) -> None:
@@ -72,25 +75,26 @@ class PASNet(nn.Module):
     dict of them and every intermediate map (per frame, (B*K, h, w, C)).
     Dropout needs the 'dropout' RNG when `train` is True.
     """
-    style = fusion_lib.check_style(self.fusion)
+    # The model's own guard, for callers other than the programs (whose
+    # configs are checked on entry): style "A" would run at any size.
     check_video_shape(video.shape)
     batch, frames_per_clip, height, width, _ = video.shape
     frames = video.reshape(batch * frames_per_clip, height, width, 3)
     features = {}
 
     appearance = None
-    if fusion_lib.uses_appearance(style):
+    if fusion_lib.uses_appearance(self.fusion):
       appearance = Appearance(bn_policy=self.bn_policy, dtype=self.dtype,
                               remat=self.remat, name='appearance')(frames, train)
       features['appearance'] = appearance
     pose = None
-    if fusion_lib.uses_pose(style):
+    if fusion_lib.uses_pose(self.fusion):
       pose = OpenPose(dtype=self.dtype, remat=self.remat, name='pose')(frames)
       if self.freeze_pose:
         pose = jax.lax.stop_gradient(pose)
       features.update(pose)
 
-    fused = Fusion(style=style, lambdas=self.lambdas,
+    fused = Fusion(style=self.fusion, lambdas=self.lambdas,
                    conv_init=self.fusion_conv_init, dtype=self.dtype,
                    name='fusion')(appearance, pose)
     features['fused'] = fused
@@ -114,6 +118,23 @@ class PASNet(nn.Module):
   def features(self, video: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     """Every intermediate map; see __call__."""
     return self(video, train=train, return_features=True)
+
+
+def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
+                 fusion: str | None = None) -> PASNet:
+  """The PASNet `model_config` (config.model) describes; `fusion` overrides
+  its style."""
+  return PASNet(
+      num_classes=num_classes,
+      fusion=fusion or model_config.fusion,
+      dropout=model_config.dropout,
+      dtype=DTYPES[model_config.dtype],
+      bn_policy=model_config.bn_policy,
+      freeze_pose=model_config.freeze_pose,
+      remat=model_config.remat,
+      lambdas=Lambdas(**model_config.lambdas.to_dict()),
+      fusion_conv_init=model_config.fusion_conv_init,
+      eco_layout=model_config.eco_layout)
 
 
 def _truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndarray:
