@@ -8,7 +8,7 @@ Tells a user whether input or compute limits their training. Each row
 (fusion : K : batch, at --size) is measured three ways in one process, with
 the UCF-101 config's training step (SGD, ECO's partial BatchNorm, pose frozen):
   * input: clips/s of `pipeline.make_train_dataset` alone, read as the
-    training loop reads it (numpy batches through tfds.as_numpy);
+    training loop reads it (numpy batches from the worker processes);
   * model: clips/s of the jitted training step on one batch already on the
     devices, waiting for each step's loss as the training loop does;
   * end to end: the training loop's own sequence, next batch, global batch,
@@ -89,11 +89,11 @@ class Row:
     self.dataset = dataset
 
   def batches(self):
-    return iter(tfds.as_numpy(pipeline.make_train_dataset(
-        self.dataset.builder, num_frames=self.config.frames,
+    return iter(pipeline.make_train_dataset(
+        self.dataset.prepared, num_frames=self.config.frames,
         image_size=self.config.image_size,
         batch_size=parallel.local_batch_size(self.config.batch_size),
-        seed=self.config.seed, split='train')))
+        seed=self.config.seed, split='train'))
 
   def step(self, local) -> float:
     """Seconds of one training step on `local`, from host batch to loss."""

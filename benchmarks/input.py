@@ -6,18 +6,30 @@ from them as unpacked folders, then measures:
   * build seconds per 1,000 videos and stored bytes per frame (the start-up
     of the worker processes, once per split whatever its size, is measured
     apart and left out of the per-video figure);
-  * training and evaluation clips/s of `pasnet_jax.data.pipeline` for K = 8
-    and 16 at 224 x 224;
-  * clips/s of reading a clip by decoding only its K sampled JPEG frames
-    against decoding all frames of the video and then picking K.
-Prints a table and writes the figures as JSON.
+  * training and evaluation clips/s of `pasnet_jax.data.pipeline` (one
+    worker process per core) for K = 8 and 16 at 224 x 224, batch 8: the
+    median of three stretches of --batches / 3 training batches, and of three
+    evaluation passes over the train split, each timed after worker start-up
+    and the batches the workers prefetched meanwhile;
+  * the JPEG decode limit: clips/s of decoding the K sampled JPEGs of clips
+    alone, with the pipeline's decoder in a pool of one process per core,
+    with nothing else (no reading, parsing, cropping or batching);
+  * where the crop, resize and flip should run: milliseconds per K = 16
+    clip of the workers' OpenCV version and of a jitted JAX version on the
+    default JAX device, on the same decoded frames (median of repeats).
+Prints a table and writes the figures as JSON, with the load average: on a
+shared machine the figures move with the other work on it.
 
   python benchmarks/input.py --out benchmarks/input_results.json
 """
 
 import argparse
+from concurrent import futures
+import functools
 import io
 import json
+import math
+import multiprocessing
 import os
 import pathlib
 import platform
@@ -25,17 +37,22 @@ import tempfile
 import time
 
 import av
+import jax
+import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
+import simplejpeg
 import tensorflow_datasets as tfds
 
 import pasnet_jax.data  # registers the builders  # pylint: disable=unused-import
 from pasnet_jax.data import frames_builder
 from pasnet_jax.data import pipeline
+from pasnet_jax.data import records
 from pasnet_jax.data import sampling
 from pasnet_jax.data import splits
 
 WIDTH, HEIGHT, FPS = 320, 240, 25
+# Batches per core read before timing: the workers' prefetched batches.
+_WARM_UP_BATCHES_PER_CORE = 2
 
 
 def _pink_noise(rng, height, width):
@@ -105,51 +122,142 @@ def write_manual_dir(root: pathlib.Path, num_videos: int, num_frames: int,
   return total
 
 
-def clips_per_second(dataset, batches: int, batch_size: int) -> float:
-  iterator = dataset.as_numpy_iterator()
-  next(iterator)  # start-up and the first prefetch are not measured
-  start = time.perf_counter()
-  for _ in range(batches):
+def _warm_up_batches() -> int:
+  """Batches the worker processes prefetch: read before timing."""
+  return _WARM_UP_BATCHES_PER_CORE * len(os.sched_getaffinity(0))
+
+
+def clips_per_second(batches, num_batches: int, batch_size: int) -> float:
+  """Median clips/s of three stretches of an endless stream, after worker
+  start-up and the batches prefetched meanwhile."""
+  iterator = iter(batches)
+  for _ in range(_warm_up_batches() + 1):
     next(iterator)
-  return batches * batch_size / (time.perf_counter() - start)
+  stretch = max(1, num_batches // 3)
+  rates = []
+  for _ in range(3):
+    start = time.perf_counter()
+    for _ in range(stretch):
+      next(iterator)
+    rates.append(stretch * batch_size / (time.perf_counter() - start))
+  iterator.close()
+  return float(np.median(rates))
 
 
-def _decode_comparison(builder, num_frames: int, image_size: int,
-                       decode_all: bool) -> tf.data.Dataset:
-  """Clips read by decoding K sampled frames, or all frames then K."""
-  source = builder.as_data_source(
-      split='train', deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+def pass_clips_per_second(batches, num_batches: int) -> float:
+  """Median clips/s (real rows, not padding) of three passes over a finite
+  stream of `num_batches`, each timed after worker start-up and the
+  prefetched batches, up to its last batch (not the workers' shutdown)."""
+  rates = []
+  for _ in range(3):
+    iterator = iter(batches)
+    for _ in range(_warm_up_batches() + 1):
+      next(iterator)
+    start = time.perf_counter()
+    clips = sum(int(next(iterator)['mask'].sum())
+                for _ in range(num_batches - _warm_up_batches() - 1))
+    rates.append(clips / (time.perf_counter() - start))
+    iterator.close()
+  return float(np.median(rates))
 
-  def clip(index):
-    record = tf.numpy_function(lambda i: source[int(i)], [index], tf.string)
-    example = builder.info.features.deserialize_example(
-        tf.reshape(record, []), decoders={'video': tfds.decode.SkipDecoding()})
-    jpegs = example['video']
-    indices = tf.numpy_function(
-        lambda t: sampling.centre_indices(int(t), num_frames),
-        [tf.shape(jpegs, out_type=tf.int64)[0]], tf.int64)
-    indices.set_shape([num_frames])
-    decode = lambda j: tf.io.decode_jpeg(j, channels=3)
-    signature = tf.TensorSpec([None, None, 3], tf.uint8)
-    if decode_all:
-      frames = tf.map_fn(decode, jpegs, fn_output_signature=signature)
-      frames = tf.gather(frames, indices)
-    else:
-      frames = tf.map_fn(decode, tf.gather(jpegs, indices),
-                         fn_output_signature=signature)
-    return tf.cast(tf.image.resize(frames, [image_size, image_size]), tf.uint8)
 
-  return (tf.data.Dataset.range(len(source)).repeat()
-          .map(clip, num_parallel_calls=tf.data.AUTOTUNE)
-          .batch(8).prefetch(tf.data.AUTOTUNE))
+def sampled_jpegs(dataset: str, data_dir: str, num_frames: int
+                  ) -> list[list[bytes]]:
+  """The K JPEGs a training clip of each train video decodes."""
+  reader = records.SplitReader(records.prepared_dataset(dataset, data_dir),
+                               'train')
+  rng = np.random.default_rng(0)
+  clips = []
+  for index in range(len(reader)):
+    jpegs, _ = records.parse_video_example(reader.read(index), 'benchmark')
+    clips.append([jpegs[i] for i in sampling.train_indices(len(jpegs),
+                                                           num_frames, rng)])
+  return clips
+
+
+_decoder_clips = []
+
+
+def _keep_clips(clips):
+  _decoder_clips[:] = clips
+
+
+def _decode_clip(index: int) -> None:
+  for jpeg in _decoder_clips[index % len(_decoder_clips)]:
+    simplejpeg.decode_jpeg(jpeg, colorspace='RGB')
+
+
+def jpeg_decode_limit(clips: list[list[bytes]], num_clips: int) -> float:
+  """Median clips/s of decoding `clips` alone in one process per core."""
+  workers = len(os.sched_getaffinity(0))
+  context = multiprocessing.get_context('spawn')
+  with futures.ProcessPoolExecutor(workers, mp_context=context,
+                                   initializer=_keep_clips,
+                                   initargs=(clips,)) as pool:
+    chunk = max(1, num_clips // (4 * workers))
+    list(pool.map(_decode_clip, range(2 * workers * chunk), chunksize=chunk))
+    rates = []
+    for _ in range(3):
+      start = time.perf_counter()
+      list(pool.map(_decode_clip, range(num_clips), chunksize=chunk))
+      rates.append(num_clips / (time.perf_counter() - start))
+  return float(np.median(rates))
+
+
+@functools.partial(jax.jit, static_argnames='image_size')
+def _jax_augment(frames, windows, flips, image_size: int):
+  """The crop, resize and flip of `pipeline.augment_clip` as a jitted batch
+  function: uint8 frames (B, K, H, W, 3), windows (B, 4) int32 (y, x, h, w),
+  flips (B,) bool -> uint8 (B, K, S, S, 3)."""
+  def clip(video, window, flip):
+    y, x, h, w = window.astype(jnp.float32)
+    scale = jnp.stack([image_size / h, image_size / w])
+    resized = jax.image.scale_and_translate(
+        video.astype(jnp.float32), (len(video), image_size, image_size, 3),
+        (1, 2), scale, -jnp.stack([y, x]) * scale, 'linear', antialias=False)
+    resized = jnp.where(flip, resized[:, :, ::-1], resized)
+    return jnp.clip(jnp.round(resized), 0, 255).astype(jnp.uint8)
+  return jax.vmap(clip)(frames, windows, flips)
+
+
+def augment_milliseconds(clips: list[list[bytes]], batch_size: int,
+                         image_size: int) -> tuple[float, float]:
+  """(OpenCV in the worker, jitted JAX on the default device) milliseconds
+  per clip of the crop, resize and flip of decoded clips (median of 5)."""
+  frames = np.stack([pipeline.decode_frames(c, 'benchmark')
+                     for c in clips[:batch_size]])
+  rng = np.random.default_rng(0)
+  windows = np.array([pipeline.multi_scale_crop_window(*frames.shape[2:4], rng)
+                      for _ in range(batch_size)], np.int32)
+  flips = rng.random(batch_size) < 0.5
+
+  def host():
+    for video in frames:
+      pipeline.augment_clip(video, image_size, rng)
+
+  def device():
+    _jax_augment(jax.device_put(frames), windows, flips,
+                 image_size).block_until_ready()
+
+  device()  # compilation
+  timings = []
+  for fn in (host, device):
+    seconds = []
+    for _ in range(5):
+      start = time.perf_counter()
+      fn()
+      seconds.append(time.perf_counter() - start)
+    timings.append(float(np.median(seconds)) / batch_size * 1e3)
+  return timings[0], timings[1]
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--videos', type=int, default=40)
+  # 3 in 4 are train videos: 120 give 15 batches per evaluation pass.
+  parser.add_argument('--videos', type=int, default=160)
   parser.add_argument('--frames', type=int, default=175,
                       help='frames per video (UCF-101 averages 7.2 s at 25 fps)')
-  parser.add_argument('--batches', type=int, default=30)
+  parser.add_argument('--batches', type=int, default=45)
   parser.add_argument('--out', default='benchmarks/input_results.json')
   args = parser.parse_args()
   results = {'machine': f'{platform.processor() or platform.machine()}, '
@@ -180,40 +288,54 @@ def main():
     results['stored_bytes_per_video'] = stored / args.videos
 
     batch = 8
+    data_dir = str(root / 'data')
+    results['load_average_before'] = os.getloadavg()
     for k in (8, 16):
       train = pipeline.make_train_dataset(
-          builder, num_frames=k, image_size=224, batch_size=batch, seed=0)
-      evaluation = pipeline.make_eval_dataset(
-          builder, split='train', num_frames=k, image_size=224,
-          batch_size=batch).repeat()
+          'ucf101_frames/split1', data_dir=data_dir, num_frames=k,
+          image_size=224, batch_size=batch, seed=0)
       results[f'train_clips_per_s_k{k}'] = clips_per_second(
           train, args.batches, batch)
-      results[f'eval_clips_per_s_k{k}'] = clips_per_second(
-          evaluation, args.batches, batch)
-      only_k = clips_per_second(_decode_comparison(builder, k, 224, False),
-                                args.batches, batch)
-      all_frames = clips_per_second(_decode_comparison(builder, k, 224, True),
-                                    max(2, args.batches // 4), batch)
-      results[f'decode_k_clips_per_s_k{k}'] = only_k
-      results[f'decode_all_clips_per_s_k{k}'] = all_frames
-      results[f'decode_k_speedup_k{k}'] = only_k / all_frames
+      # The train split: the test split is too short to time.
+      num_train = records.prepared_dataset(
+          'ucf101_frames/split1', data_dir).split_sizes['train']
+      results[f'eval_clips_per_s_k{k}'] = pass_clips_per_second(
+          pipeline.make_eval_dataset(
+              'ucf101_frames/split1', data_dir=data_dir, split='train',
+              num_frames=k, image_size=224, batch_size=batch),
+          math.ceil(num_train / batch))
+    clips = sampled_jpegs('ucf101_frames/split1', data_dir, 16)
+    results['jpeg_decode_limit_clips_per_s_k16'] = jpeg_decode_limit(
+        clips, args.batches * batch)
+    results['train_fraction_of_decode_limit_k16'] = (
+        results['train_clips_per_s_k16']
+        / results['jpeg_decode_limit_clips_per_s_k16'])
+    host_ms, device_ms = augment_milliseconds(clips, batch, 224)
+    results['augment_ms_per_clip_k16_opencv_in_worker'] = host_ms
+    results[f'augment_ms_per_clip_k16_jax_on_{jax.default_backend()}'] = (
+        device_ms)
+    results['load_average_after'] = os.getloadavg()
 
   print(f'{results["videos"]} videos x {results["frames_per_video"]} frames, '
-        f'320 x 240, {results["machine"]}')
+        f'320 x 240, {results["machine"]}; load average '
+        f'{results["load_average_before"][0]:.1f} before, '
+        f'{results["load_average_after"][0]:.1f} after')
   print(f'build: {results["build_seconds"]:.0f} s, of which worker start-up '
         f'{results["worker_startup_seconds_per_split"]:.0f} s per split; '
         f'{results["build_seconds_per_1000_videos"] / 60:.1f} min per 1,000 '
         f'videos; {results["stored_bytes_per_frame"] / 1e3:.1f} kB per stored '
         f'frame ({results["source_bytes_per_video"] / 1e3:.0f} kB per source '
         'video)')
-  print(f'{"K":>3} {"train clips/s":>14} {"eval clips/s":>13} '
-        f'{"decode K":>9} {"decode all":>11} {"speedup":>8}')
+  print(f'{"K":>3} {"train clips/s":>14} {"eval clips/s":>13}')
   for k in (8, 16):
     print(f'{k:>3} {results[f"train_clips_per_s_k{k}"]:>14.1f} '
-          f'{results[f"eval_clips_per_s_k{k}"]:>13.1f} '
-          f'{results[f"decode_k_clips_per_s_k{k}"]:>9.1f} '
-          f'{results[f"decode_all_clips_per_s_k{k}"]:>11.1f} '
-          f'{results[f"decode_k_speedup_k{k}"]:>7.1f}x')
+          f'{results[f"eval_clips_per_s_k{k}"]:>13.1f}')
+  print(f'JPEG decode limit at K = 16: '
+        f'{results["jpeg_decode_limit_clips_per_s_k16"]:.1f} clips/s; training '
+        f'reaches {results["train_fraction_of_decode_limit_k16"]:.0%} of it')
+  print(f'crop, resize and flip per K = 16 clip: {host_ms:.2f} ms with OpenCV '
+        f'in a worker, {device_ms:.2f} ms jitted on '
+        f'{jax.default_backend()}')
   pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
 
 

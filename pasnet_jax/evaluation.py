@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
 from pasnet_jax import parallel
 from pasnet_jax.data import pipeline
@@ -22,12 +21,12 @@ from pasnet_jax.models.pasnet import PASNet
 def eval_batches(dataset: DatasetInfo, config: ml_collections.ConfigDict,
                  clips: int | None = None, crops: int | None = None):
   """This process's evaluation batches (numpy), padded and masked."""
-  return tfds.as_numpy(pipeline.make_eval_dataset(
-      dataset.builder, num_frames=config.frames, image_size=config.image_size,
+  return pipeline.make_eval_dataset(
+      dataset.prepared, num_frames=config.frames, image_size=config.image_size,
       batch_size=parallel.local_batch_size(config.eval_batch_size),
       split=config.dataset.eval_split, resize_size=config.eval_short_side,
       num_clips=clips or config.eval_clips, num_crops=crops or config.eval_crops,
-      process_index=jax.process_index(), process_count=jax.process_count()))
+      process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def eval_step(variables: dict, video: jax.Array, *, model: PASNet) -> jax.Array:

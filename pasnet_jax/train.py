@@ -25,7 +25,6 @@ import ml_collections
 import numpy as np
 import optax
 
-import tensorflow_datasets as tfds
 
 from pasnet_jax import checkpoints
 from pasnet_jax import config_checks
@@ -296,11 +295,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
         eval_fn=eval_fn)
     return metrics_lib.summarize(scores, labels, dataset.class_names)
 
-  train_batches = iter(tfds.as_numpy(pipeline.make_train_dataset(
-      dataset.builder, num_frames=frames, image_size=size,
+  train_batches = iter(pipeline.make_train_dataset(
+      dataset.prepared, num_frames=frames, image_size=size,
       batch_size=local_batch, seed=config.seed,
       split=config.dataset.train_split, process_index=jax.process_index(),
-      process_count=jax.process_count(), start_batch=batches_taken)))
+      process_count=jax.process_count(), start_batch=batches_taken))
   steps_per_epoch = dataset.num_train_examples / config.batch_size
   progress = _Progress(workdir, config.num_train_steps, config.batch_size,
                        start_step)

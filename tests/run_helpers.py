@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 
 from configs import synthetic as synthetic_config
 from pasnet_jax.data import datasets
+from pasnet_jax.data import records
 from pasnet_jax.data import synthetic
 from pasnet_jax.models import create_model
 from tests import conftest
@@ -31,9 +32,10 @@ def tiny_dataset(data_dir: str) -> datasets.DatasetInfo:
       min_frames=8, max_frames=12)
   builder = synthetic.SyntheticActions(config=config, data_dir=data_dir)
   builder.download_and_prepare()
+  prepared = records.prepared_dataset(builder)
   return datasets.DatasetInfo(
-      builder=builder, class_names=list(builder.info.features['label'].names),
-      num_train_examples=builder.info.splits['train'].num_examples)
+      prepared=prepared, class_names=prepared.class_names,
+      num_train_examples=prepared.split_sizes['train'])
 
 
 def small_config(**changes):

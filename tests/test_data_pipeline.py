@@ -1,10 +1,19 @@
-"""The tf.data pipeline on a small built dataset."""
+"""The Grain pipeline on a small built dataset."""
 
 import io
+import itertools
+import math
+import multiprocessing
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from pasnet_jax.data import pipeline
@@ -15,6 +24,8 @@ from tests import data_helpers
 CLASSES = ['ApplyEyeMakeup', 'Archery', 'Biking', 'Diving', 'Fencing',
            'HulaHoop', 'Knitting']
 K, SIZE, RESIZE = 4, 64, 72
+# Seconds a failing read may take to end; a hang would take forever.
+DEADLINE = 120
 
 
 @pytest.fixture(scope='module')
@@ -39,54 +50,85 @@ def _labels(name):
 
 
 def _train(builder, **kwargs):
-  args = dict(num_frames=K, image_size=SIZE, batch_size=2, seed=3)
+  args = dict(num_frames=K, image_size=SIZE, batch_size=2, seed=3,
+              num_workers=0)
   return pipeline.make_train_dataset(builder, **{**args, **kwargs})
 
 
+def _take(batches, n):
+  return list(itertools.islice(batches, n))
+
+
+def _eval(builder, **kwargs):
+  args = dict(num_frames=K, image_size=SIZE, resize_size=RESIZE, batch_size=7,
+              num_workers=0)
+  return list(pipeline.make_eval_dataset(builder, **{**args, **kwargs}))
+
+
 def test_train_batches_and_resuming_from_a_batch_number(builder):
-  batches = list(_train(builder).take(5).as_numpy_iterator())
+  batches = _take(_train(builder), 5)
   first = batches[0]
   assert first['video'].shape == (2, K, SIZE, SIZE, 3)
   assert first['video'].dtype == np.uint8
   assert first['label'].dtype == np.int32 and first['mask'].all()
-  resumed = list(_train(builder, start_batch=3).take(2).as_numpy_iterator())
+  resumed = _take(_train(builder, start_batch=3), 2)
   for expected, got in zip(batches[3:], resumed):
     np.testing.assert_array_equal(expected['video'], got['video'])
     np.testing.assert_array_equal(expected['label'], got['label'])
-  other_seed = next(_train(builder, seed=4).as_numpy_iterator())
+  other_seed = _take(_train(builder, seed=4), 1)[0]
   assert not np.array_equal(other_seed['video'], first['video'])
+
+
+def test_worker_processes_give_the_same_stream(builder):
+  in_process = _take(_train(builder), 4)
+  in_workers = _take(_train(builder, num_workers=2), 4)
+  for expected, got in zip(in_process, in_workers):
+    np.testing.assert_array_equal(expected['video'], got['video'])
+    np.testing.assert_array_equal(expected['label'], got['label'])
 
 
 def test_each_epoch_is_a_permutation_of_the_process_shard(builder):
   seen = []
   for process in range(2):
     stream = _train(builder, batch_size=1, process_index=process,
-                    process_count=2).take(6).as_numpy_iterator()
-    labels = [int(b['label'][0]) for b in stream]
-    # Shards of 3: each epoch shows each of the process's videos once.
-    assert sorted(labels[:3]) == sorted(labels[3:])
+                    process_count=2)
+    labels = [int(b['label'][0]) for b in _take(stream, 9)]
+    # Shards of 3: each epoch shows each of the process's videos once, in a
+    # new order (3 epochs in the same order would happen 1 time in 36).
+    epochs = [labels[:3], labels[3:6], labels[6:]]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(epochs[2])
+    assert len({tuple(e) for e in epochs}) > 1
     seen += labels[:3]
   assert sorted(seen) == _labels(CLASSES[:6])
-
-
-def _jpeg(image: np.ndarray) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format='JPEG', quality=95)
-  return buffer.getvalue()
 
 
 def test_augmentation_crops_and_flips_all_frames_alike():
   rng = np.random.default_rng(0)
   image = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
-  jpegs = tf.constant([_jpeg(image)] * K)
-  clips = [pipeline.augment_clip(jpegs, 32, tf.constant([s, 0], tf.int64))
-           .numpy() for s in range(12)]
+  frames = np.stack([image] * K)
+  clips = [pipeline.augment_clip(frames, 32, np.random.default_rng(s))
+           for s in range(12)]
   for clip in clips:
-    assert clip.shape == (K, 32, 32, 3)
+    assert clip.shape == (K, 32, 32, 3) and clip.dtype == np.uint8
     for frame in clip[1:]:
       np.testing.assert_array_equal(frame, clip[0])
-  # Different seeds give different crops and flips.
+  # Different generators give different crops and flips.
   assert len({clip.tobytes() for clip in clips}) > 6
+
+
+def test_multi_scale_crop_windows_are_ecos():
+  rng = np.random.default_rng(0)
+  windows = {pipeline.multi_scale_crop_window(256, 340, rng)
+             for _ in range(2000)}
+  sides = {int(256 * s) for s in pipeline.MULTI_SCALE_CROP_SCALES}
+  assert {h for _, _, h, _ in windows} == sides
+  for y, x, h, w in windows:
+    # Aspect jitter of at most one scale step; corners or the centre.
+    assert abs(sorted(sides).index(h) - sorted(sides).index(w)) <= 1
+    assert y + h <= 256 and x + w <= 340
+    assert y in (0, (256 - h) // 4 * 2, (256 - h) // 4 * 4)
+  # 10 side pairs at 5 places, but a full-height crop has 3 distinct places.
+  assert len(windows) == 10 * 5 - 2 * 2
 
 
 def _decoded_frames(builder, name):
@@ -94,9 +136,7 @@ def _decoded_frames(builder, name):
 
 
 def test_eval_clip_is_the_centre_frames_resized_and_cropped(builder):
-  batches = list(pipeline.make_eval_dataset(
-      builder, num_frames=K, image_size=SIZE, resize_size=RESIZE,
-      batch_size=7).as_numpy_iterator())
+  batches = _eval(builder)
   assert len(batches) == 1
   batch = batches[0]
   assert batch['video'].shape == (7, K, SIZE, SIZE, 3)
@@ -104,9 +144,9 @@ def test_eval_clip_is_the_centre_frames_resized_and_cropped(builder):
   frames = _decoded_frames(builder, 'Biking/v_Biking_g01_c01')
   assert len(frames) == 5
   expected = pipeline.eval_views(frames[sampling.centre_indices(5, K)], SIZE,
-                                 RESIZE)[0].numpy()
-  # The reference frames were decoded by PIL, the pipeline's by TensorFlow:
-  # their JPEG decoders round differently by a few levels.
+                                 RESIZE)[0]
+  # The reference frames were decoded by TFDS, the pipeline's by simplejpeg:
+  # their JPEG decoders may round differently by a few levels.
   difference = np.abs(batch['video'][row].astype(int) - expected)
   assert difference.max() <= 8 and difference.mean() < 1
 
@@ -116,33 +156,27 @@ def test_eval_counts_every_video_exactly_once(builder, process_count):
   batches_per_process = []
   labels = []
   for process in range(process_count):
-    batches = list(pipeline.make_eval_dataset(
-        builder, num_frames=K, image_size=SIZE, resize_size=RESIZE,
-        batch_size=2, process_index=process,
-        process_count=process_count).as_numpy_iterator())
+    batches = _eval(builder, batch_size=2, process_index=process,
+                    process_count=process_count)
     batches_per_process.append(len(batches))
     for batch in batches:
       assert batch['video'].shape == (2, K, SIZE, SIZE, 3)
       labels += list(batch['label'][batch['mask']])
       assert not batch['video'][~batch['mask']].any()
   # Same number of batches everywhere, so collective steps stay in step.
-  assert len(set(batches_per_process)) == 1
+  assert set(batches_per_process) == {math.ceil(math.ceil(7 / process_count)
+                                                / 2)}
   assert sorted(labels) == _labels(CLASSES)
 
 
 def test_multi_view_eval(builder):
-  single = next(pipeline.make_eval_dataset(
-      builder, num_frames=K, image_size=SIZE, resize_size=RESIZE,
-      batch_size=7).as_numpy_iterator())
-  views = next(pipeline.make_eval_dataset(
-      builder, num_frames=K, image_size=SIZE, resize_size=RESIZE,
-      batch_size=7, num_crops=3).as_numpy_iterator())
+  single = _eval(builder)[0]
+  views = _eval(builder, num_crops=3)[0]
   assert views['video'].shape == (7, 3, K, SIZE, SIZE, 3)
   np.testing.assert_array_equal(views['video'][:, 1], single['video'])
-  clips = next(pipeline.make_eval_dataset(
-      builder, num_frames=K, image_size=SIZE, resize_size=RESIZE,
-      batch_size=7, num_clips=2, num_crops=3).as_numpy_iterator())
+  clips = _eval(builder, num_clips=2, num_crops=3)[0]
   assert clips['video'].shape == (7, 6, K, SIZE, SIZE, 3)
+  assert not np.array_equal(clips['video'][:, 1], clips['video'][:, 4])
 
 
 def test_preprocess_for_prediction_matches_eval_views():
@@ -154,9 +188,81 @@ def test_preprocess_for_prediction_matches_eval_views():
   assert clip.shape == (K, SIZE, SIZE, 3) and clip.dtype == np.uint8
   expected = pipeline.eval_views(frames[[1, 3, 5, 7]], SIZE, RESIZE)[0]
   np.testing.assert_array_equal(clip, expected)
+  # Short side 30 -> 72: the long side 40 -> 96, centre crop at x = 16.
+  assert expected.shape == (K, SIZE, SIZE, 3)
 
 
 def test_unprepared_dataset_is_a_dataset_error(tmp_path):
   with pytest.raises(DatasetError, match='not prepared'):
     pipeline.make_eval_dataset('ucf101_frames/split2', data_dir=str(tmp_path),
                                num_frames=K, image_size=SIZE, batch_size=1)
+  with pytest.raises(DatasetError, match='Unknown dataset'):
+    pipeline.make_eval_dataset('ucf102_frames', data_dir=str(tmp_path),
+                               num_frames=K, image_size=SIZE, batch_size=1)
+
+
+def _raised_within_deadline(read) -> BaseException | None:
+  """What `read()` raised, run in a thread that must end by DEADLINE."""
+  raised = []
+
+  def run():
+    try:
+      read()
+    except BaseException as e:  # pylint: disable=broad-except
+      raised.append(e)
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(DEADLINE)
+  assert not thread.is_alive(), f'the read hung for {DEADLINE} s'
+  return raised[0] if raised else None
+
+
+def test_a_killed_worker_ends_the_read_with_a_dataset_error(builder):
+  batches = iter(_train(builder, num_workers=1))
+  next(batches)
+  workers = multiprocessing.active_children()
+  assert workers
+  for worker in workers:
+    os.kill(worker.pid, signal.SIGKILL)
+  # Batches already on their way may still come; the endless stream then
+  # ends, with the dataset's name.
+  error = _raised_within_deadline(lambda: _take(batches, 1000))
+  assert isinstance(error, DatasetError), error
+  assert "ucf101_frames/split1/1.0.0 split 'train'" in str(error)
+
+
+def test_a_damaged_record_is_a_dataset_error_naming_it(builder, tmp_path):
+  data_dir = tmp_path / 'data'
+  shutil.copytree(pathlib.Path(builder.data_dir_root), data_dir)
+  (path,) = data_dir.glob('ucf101_frames/split1/*/*-test.array_record-*')
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  data[middle:middle + 64] = bytes(64)
+  path.write_bytes(bytes(data))
+  error = _raised_within_deadline(lambda: _eval(
+      'ucf101_frames/split1', data_dir=str(data_dir), num_workers=1))
+  assert isinstance(error, DatasetError), error
+  assert "of ucf101_frames/split1/1.0.0 split 'test'" in str(error)
+  assert 'Record ' in str(error)
+
+
+def test_reading_does_not_import_tensorflow(builder):
+  script = f"""
+import itertools, sys
+import numpy as np
+from pasnet_jax.data import pipeline
+data = dict(data_dir={str(builder.data_dir_root)!r}, num_frames={K},
+            image_size={SIZE})
+next(iter(pipeline.make_train_dataset('ucf101_frames/split1', batch_size=2,
+                                      seed=0, num_workers=1, **data)))
+assert len(list(pipeline.make_eval_dataset(
+    'ucf101_frames/split1', batch_size=4, num_workers=1, **data))) == 2
+pipeline.preprocess_for_prediction(np.zeros((5, 80, 80, 3), np.uint8),
+                                   num_frames={K}, image_size={SIZE})
+print('tensorflow' in sys.modules)
+"""
+  result = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                          text=True, timeout=DEADLINE, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ['False']

@@ -68,8 +68,8 @@ def test_build_splits_by_subject(builder):
 
 
 def test_pipeline_reads_it_at_64(builder):
-  batch = next(pipeline.make_train_dataset(
-      builder, num_frames=4, image_size=64, batch_size=4,
-      seed=0).as_numpy_iterator())
+  batch = next(iter(pipeline.make_train_dataset(
+      builder, num_frames=4, image_size=64, batch_size=4, seed=0,
+      num_workers=1)))
   assert batch['video'].shape == (4, 4, 64, 64, 3)
   assert set(batch['label']) <= set(range(10))

@@ -1,9 +1,11 @@
 """Datasets and the input pipeline.
 
 Importing this package registers the TFDS builders `ucf101_frames`,
-`hmdb51_frames` and `synthetic_actions`. Finding and building the dataset a
-config names lives in `pasnet_jax.data.datasets`, the tf.data pipeline in
-`pasnet_jax.data.pipeline` (each imported on its own: they load TensorFlow).
+`hmdb51_frames` and `synthetic_actions` (building one imports TensorFlow).
+Finding and building the dataset a config names lives in
+`pasnet_jax.data.datasets`; the input pipeline in `pasnet_jax.data.pipeline`
+(imported on its own: it loads Grain and JAX) reads prepared datasets
+through `pasnet_jax.data.records`, without TensorFlow.
 """
 
 from pasnet_jax.data import hmdb51
