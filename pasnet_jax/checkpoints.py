@@ -19,7 +19,7 @@ import logging as python_logging
 import os
 import re
 import sys
-from typing import Any, Iterable
+from typing import Any
 
 from absl import logging
 import jax
@@ -347,51 +347,6 @@ def _flatten(tree: Any) -> dict[str, Any]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     flat['/'.join(_key_name(p) for p in path)] = leaf
   return flat
-
-
-def merge_initial(fresh: dict, sources: Iterable[tuple[str, dict]],
-                  ) -> tuple[dict, list[str]]:
-  """Overwrites leaves of `fresh` with same-named, same-shaped loaded ones.
-
-  `sources` are (description, variables) pairs, later ones winning. Returns
-  the merged variables and a report: what was loaded from where, what stays
-  newly initialised (and why), and what was dropped. A source of which no
-  tensor fits is a checkpoint of another model: CheckpointError.
-  """
-  merged = _flatten(fresh)
-  origin = {name: None for name in merged}
-  dropped = []
-  for description, variables in sources:
-    loaded = _flatten(variables)
-    misfits = []
-    for name, value in loaded.items():
-      if name not in merged:
-        misfits.append(f'{name} from {description} (not in this model)')
-      elif tuple(np.shape(value)) != tuple(np.shape(merged[name])):
-        misfits.append(f'{name} from {description}: shape {np.shape(value)} '
-                       f'!= {np.shape(merged[name])}, re-initialised')
-      else:
-        merged[name] = np.asarray(value, dtype=np.asarray(merged[name]).dtype)
-        origin[name] = description
-    if loaded and len(misfits) == len(loaded):
-      raise CheckpointError(
-          f'None of the {len(loaded)} tensors of {description} fit this model '
-          f'(e.g. {misfits[0]}): it is a checkpoint of another model. Give '
-          'the right one in --config.init.')
-    dropped.extend(misfits)
-  report = []
-  for description in dict.fromkeys(o for o in origin.values() if o):
-    count = sum(1 for o in origin.values() if o == description)
-    report.append(f'loaded {count} tensors from {description}')
-  new = sorted(name for name, o in origin.items() if o is None)
-  if new:
-    prefixes = sorted({'/'.join(n.split('/')[:2]) for n in new})
-    report.append(f'newly initialised {len(new)} tensors: ' + ', '.join(prefixes))
-  report.extend(f'dropped {d}' for d in dropped)
-
-  treedef = jax.tree_util.tree_structure(fresh)
-  leaves = [merged[name] for name in _flatten(fresh)]
-  return jax.tree_util.tree_unflatten(treedef, leaves), report
 
 
 def write_json_atomically(path: str, payload: Any) -> None:

@@ -29,6 +29,7 @@ import optax
 from pasnet_jax import checkpoints
 from pasnet_jax import config_checks
 from pasnet_jax import evaluation
+from pasnet_jax import event_log
 from pasnet_jax import initial_weights
 from pasnet_jax import metrics as metrics_lib
 from pasnet_jax import parallel
@@ -201,17 +202,11 @@ class _Progress:
     self.last_step, self.last_time = start_step, self.start_time
     self.writer = None
     if jax.process_index() == 0:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      self.writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      self.writer = event_log.EventLog(os.path.join(workdir, 'tensorboard'))
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
-    if self.writer is None:
-      return
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    with self.writer.as_default(step=step):
-      for name, value in values.items():
-        tf.summary.scalar(name, value)
-    self.writer.flush()
+    if self.writer is not None:
+      self.writer.scalars(step, values)
 
   def train(self, step: int, values: dict[str, float], lr: float,
             steps_per_epoch: float) -> None:
@@ -265,14 +260,20 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
   `run_dir` is the run's directory, where stage 2 finds stage 1.
   """
   workdir_lib.check_workdir(workdir)
+  sources = initial_weights.sources_for(config, stage, run_dir)
+  # The weights' own ECO layout; the config's only for random weights.
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.eco_layout = initial_weights.eco_layout(sources,
+                                                       config.model.eco_layout)
   workdir_lib.claim_workdir(config, workdir, dataset.num_classes)
   model = create_model(config.model, dataset.num_classes)
   frames, size = config.frames, config.image_size
   local_batch = parallel.local_batch_size(config.batch_size)
   schedule = learning_rate_schedule(config, config.optimizer.learning_rate)
 
-  variables = initial_weights.initial_variables(config, model, stage, run_dir,
-                                                dataset.num_classes)
+  variables = initial_weights.initial_variables(
+      model, sources, config.seed, (1, frames, size, size, 3))
+  logging.info('ECO layout: %s', model.eco_layout)
   state, step_fn = create_training(config, model, variables, schedule, mesh)
 
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)

@@ -1,4 +1,4 @@
-"""Initialisation from converted weights, and unusable checkpoints."""
+"""Reading checkpoints: unusable ones are clear errors."""
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -16,32 +16,6 @@ def _fresh():
           'batch_stats': {'appearance': {'bn': {'mean': np.zeros((4,))}}}}
 
 
-def test_merge_reports_loaded_new_and_dropped():
-  eco = {'params': {'appearance': {'conv': {'kernel': np.ones((3, 3, 3, 4))}},
-                    'classifier': {'kernel': np.ones((512, 400)),
-                                   'bias': np.ones((400,))},
-                    'old_head': {'kernel': np.ones((2, 2))}},
-         'batch_stats': {'appearance': {'bn': {'mean': np.full((4,), 2.0)}}}}
-  merged, report = checkpoints.merge_initial(_fresh(), [('ECO x', eco)])
-  assert np.all(merged['params']['appearance']['conv']['kernel'] == 1)
-  assert np.all(merged['batch_stats']['appearance']['bn']['mean'] == 2)
-  # Wrong-sized classifier and unknown tensors are dropped, never reshaped.
-  assert np.all(merged['params']['classifier']['kernel'] == 0)
-  assert merged['params']['classifier']['kernel'].shape == (512, 10)
-  text = '\n'.join(report)
-  assert 'loaded 2 tensors from ECO x' in text
-  assert 'params/classifier/kernel from ECO x: shape (512, 400) != (512, 10)' in text
-  assert 'params/old_head/kernel from ECO x (not in this model)' in text
-  assert 'newly initialised 3 tensors: params/classifier, params/pose' in text
-
-
-def test_later_sources_win():
-  first = {'params': {'pose': {'conv1_1': {'kernel': np.ones((3, 3, 3, 64))}}}}
-  second = {'params': {'pose': {'conv1_1': {'kernel': np.full((3, 3, 3, 64), 5.0)}}}}
-  merged, _ = checkpoints.merge_initial(_fresh(), [('a', first), ('b', second)])
-  assert np.all(merged['params']['pose']['conv1_1']['kernel'] == 5)
-
-
 def test_missing_and_foreign_checkpoints_are_clear_errors(tmp_path):
   with pytest.raises(errors.CheckpointError, match='do not exist'):
     checkpoints.load_variables(str(tmp_path / 'nowhere'))
@@ -55,14 +29,6 @@ def test_missing_and_foreign_checkpoints_are_clear_errors(tmp_path):
   (broken / 'garbage').write_bytes(b'not a checkpoint')
   with pytest.raises(errors.CheckpointError, match='Cannot read initial weights'):
     checkpoints.load_variables(str(broken))
-
-
-def test_a_source_of_another_model_is_refused():
-  openpose = {'params': {'pose_model': {'conv1_1': {'kernel': np.ones((3, 3, 3, 64))}}}}
-  with pytest.raises(errors.CheckpointError,
-                     match=r'None of the 1 tensors of OpenPose x fit this model '
-                     r'\(e\.g\. params/pose_model/conv1_1/kernel'):
-    checkpoints.merge_initial(_fresh(), [('OpenPose x', openpose)])
 
 
 def test_check_fits_names_the_keys_that_differ():

@@ -307,9 +307,12 @@ def test_pasnet_assembly_reports_new_and_dropped_parts(eco_converted,
   stdout = convert('pasnet', '--eco', workdir / 'eco_out', '--openpose',
                    openpose_converted[0], '--fusion', 'I', '--num-classes', 7,
                    out)
-  assert "new: classifier (ECO_OUT's classifier has 5 classes, 7 asked for" in stdout
+  eco_out = workdir / 'eco_out'
+  assert f'new: classifier (ECO_OUT {eco_out} has 5 classes, this model 7)' in stdout
   assert 'new: spatiotemporal/res3a_2 (fusion I feeds it 128 channels' in stdout
-  assert 'dropped: ECO appearance (114 tensors) (fusion I has no use for it)' in stdout
+  assert (f'dropped: ECO_OUT {eco_out} appearance (114 tensors) (fusion I has '
+          'no use for it)') in stdout
+  assert 'ECO layout official' in stdout
   variables = restore(out)
   assert 'appearance' not in variables['params']
   assert variables['params']['spatiotemporal']['res3a_2']['kernel'].shape[

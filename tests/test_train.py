@@ -134,3 +134,43 @@ def test_frozen_parameters_and_statistics_do_not_move(
     for a, b in zip(jax.tree_util.tree_leaves(state.batch_stats),
                     jax.tree_util.tree_leaves(variables['batch_stats'])):
       np.testing.assert_array_equal(a, b)
+
+
+_TRAIN_WITHOUT_TENSORFLOW = '''
+import json, pathlib, sys
+from configs import synthetic
+from pasnet_jax import train
+from pasnet_jax.data import datasets, records
+
+prepared = records.prepared_dataset(pathlib.Path(sys.argv[1]))
+dataset = datasets.DatasetInfo(prepared, prepared.class_names,
+                               prepared.split_sizes['train'])
+config = synthetic.get_config()
+config.strategy, config.model.fusion = 'conventional', 'A'
+config.frames, config.image_size, config.eval_short_side = 2, 32, 36
+config.batch_size, config.eval_batch_size = 4, 4
+config.num_train_steps, config.log_every_steps = 2, 1
+config.optimizer.decay_at, config.optimizer.warmup_steps = (), 0
+train.train_and_evaluate(config, sys.argv[2], dataset)
+print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')))
+'''
+
+
+def test_training_and_evaluation_never_import_tensorflow(tiny_dataset, tmp_path):
+  """TensorFlow builds datasets; a training process reads them without it,
+  and writes its TensorBoard events without it."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, '-c', _TRAIN_WITHOUT_TENSORFLOW,
+       str(tiny_dataset.prepared.directory), str(tmp_path / 'run')],
+      cwd=root, env=dict(os.environ, PYTHONPATH=root), capture_output=True,
+      text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout.splitlines()[-1]) == []
+  events = event_accumulator.EventAccumulator(str(tmp_path / 'run' / 'tensorboard'))
+  events.Reload()
+  assert [e.step for e in events.Scalars('train/loss')] == [1, 2]
+  assert 'eval/top1' in events.Tags()['scalars']
