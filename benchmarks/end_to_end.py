@@ -82,8 +82,8 @@ class Row:
     model = create_model(config.model, dataset.num_classes)
     shape = (1, config.frames, config.image_size, config.image_size, 3)
     variables = init_variables(model, config.seed, shape)
-    schedule = train.learning_rate_schedule(config,
-                                            config.optimizer.learning_rate)
+    schedule = train.learning_rate_schedule(
+        config, config.optimizer.learning_rate, num_steps=1)
     self.state, self.step_fn = train.create_training(config, model, variables,
                                                      schedule, mesh)
     self.dataset = dataset

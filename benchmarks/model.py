@@ -275,7 +275,9 @@ def jax_program(spec: Spec, variables: dict, video, labels, remat: bool = False,
     # Copies, so that the donated state never aliases the shared variables.
     variables = jax.tree_util.tree_map(jnp.array, variables)
   mesh = parallel.make_mesh([device or jax.devices()[0]])
-  schedule = train.learning_rate_schedule(config, config.optimizer.learning_rate)
+  # No decays in a timed step: the rate is the same at any length.
+  schedule = train.learning_rate_schedule(config, config.optimizer.learning_rate,
+                                          num_steps=1)
   state, step = train.create_training(config, model, variables, schedule, mesh)
   return step, (state, {'video': video, 'label': labels})
 

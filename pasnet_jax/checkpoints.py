@@ -33,7 +33,9 @@ CHECKPOINT_DIR = 'checkpoints'
 BEST_METRIC = 'top1'
 FORMAT_FILE = 'checkpoint_format.json'
 # Raise when a change makes checkpoints unreadable by earlier versions.
-FORMAT_VERSION = 1
+# 2: the training state holds the learning-rate scale of the plateau
+# schedule, and the default ECO layout is the authors'.
+FORMAT_VERSION = 2
 # Why a write failed for lack of room or of permission; the fix is outside.
 _STORAGE_ERRNOS = NO_ROOM_ERRNOS + (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -326,6 +328,12 @@ def read_format(workdir: str) -> dict | None:
     raise CheckpointError(f'{path} is unreadable ({error_summary(error)}); '
                           'restore it from a copy or use a new --workdir.'
                           ) from error
+  if version < FORMAT_VERSION:
+    raise CheckpointError(
+        f'{path}: the checkpoints are in format {version}, which this '
+        f'pasnet_jax cannot resume (format {FORMAT_VERSION} keeps the '
+        'learning-rate schedule\'s state). Use a new --workdir; to start from '
+        'this run\'s weights, add --config.init.workdir=' + workdir + '.')
   if version > FORMAT_VERSION:
     raise CheckpointError(
         f'{path}: the checkpoints are in format {version}, written by '

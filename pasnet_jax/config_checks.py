@@ -17,6 +17,7 @@ from pasnet_jax.models.pasnet import DTYPES, STRIDE
 
 STRATEGIES = ('twice', 'conventional')
 OPTIMIZERS = ('sgd', 'adam')
+SCHEDULES = ('plateau', 'step')
 # Evaluation crops per clip: the centre, or both ends and the centre.
 EVAL_CROPS = (1, 3)
 
@@ -44,6 +45,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f'frames={config.frames}: need at least one frame (K >= 1)')
   one_of('strategy', config.strategy, STRATEGIES)
   one_of('optimizer.name', config.optimizer.name, OPTIMIZERS)
+  one_of('optimizer.schedule', config.optimizer.schedule, SCHEDULES)
   one_of('model.dtype', config.model.dtype, DTYPES)
   one_of('model.bn_policy', config.model.bn_policy, layers.BN_POLICIES)
   one_of('model.fusion_conv_init', config.model.fusion_conv_init,
@@ -58,10 +60,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.accumulation_steps < 1 or config.batch_size % config.accumulation_steps:
     problems.append(f'batch_size={config.batch_size} must be a multiple of '
                     f'accumulation_steps={config.accumulation_steps}')
-  for key in ('num_train_steps', 'log_every_steps', 'eval_every_steps',
-              'checkpoint_every_steps', 'keep_checkpoints', 'batch_size',
-              'eval_batch_size', 'eval_clips'):
-    at_least(key, config[key], 1)
+  for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+              'batch_size', 'eval_batch_size', 'eval_clips',
+              'optimizer.plateau_patience'):
+    node, leaf = config, key
+    if '.' in key:
+      parent, leaf = key.split('.')
+      node = config[parent]
+    at_least(key, node[leaf], 1)
+  # Each length is given in steps, or in epochs when its steps are 0.
+  for steps, epochs in (('num_train_steps', 'num_epochs'),
+                        ('eval_every_steps', 'eval_every_epochs'),
+                        ('stage1.num_train_steps', 'stage1.num_epochs')):
+    node = config.stage1 if steps.startswith('stage1.') else config
+    given_steps = node[steps.split('.')[-1]]
+    given_epochs = node[epochs.split('.')[-1]]
+    if given_steps < 0 or given_epochs < 0 or not (given_steps or given_epochs):
+      problems.append(f'{steps}={given_steps} and {epochs}={given_epochs}: set '
+                      f'a positive {steps}, or {steps}=0 and a positive {epochs}')
   at_least('seed', config.seed, 0)
   at_least('profile_steps', config.profile_steps, 0)
   if problems:

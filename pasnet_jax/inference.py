@@ -14,6 +14,7 @@ from pasnet_jax import workdir as workdir_lib
 from pasnet_jax.data import pipeline
 from pasnet_jax.data import sampling
 from pasnet_jax.data import video
+from pasnet_jax.models import spatiotemporal
 from pasnet_jax.models.pasnet import create_model, PASNet
 
 
@@ -45,9 +46,13 @@ def load_trained(workdir: str) -> TrainedModel:
   with open(results_path) as f:
     results = json.load(f)
   class_names = results['class_names']
-  model = create_model(config.model, len(class_names))
   variables = checkpoints.load_variables(stage_dir)
   variables = jax.tree_util.tree_map(np.asarray, variables)
+  # The weights say which ECO layout they are, also for runs whose
+  # config.json predates the key.
+  config.model.eco_layout = spatiotemporal.layout_of(
+      variables['params']['spatiotemporal'])
+  model = create_model(config.model, len(class_names))
   return TrainedModel(model=model, variables=variables, config=config,
                       class_names=class_names, workdir=stage_dir,
                       step=int(results['step']))

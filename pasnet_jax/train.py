@@ -11,6 +11,7 @@ are split over the mesh axis "data", the state is replicated, and XLA adds
 the gradient all-reduce.
 """
 
+import dataclasses
 import functools
 import os
 import signal
@@ -50,58 +51,74 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   rng: jax.Array  # Raw uint32 key data, so that it checkpoints as an array.
+  # The plateau schedule's decays so far, as a factor on every update.
+  lr_scale: jax.Array
 
 
 def parameter_labels(params: Any, model: PASNet) -> Any:
-  """'trainable' or 'frozen' for every parameter, from the model's policy.
-
-  Frozen parameters get no update at all, weight decay included, and no
-  optimizer state.
+  """The group of every parameter, as ECO-pytorch's get_optim_policies
+  forms them: 'weight' (kernels), 'bias', 'batchnorm' (scale and offset),
+  or 'frozen' (no update at all, weight decay included, and no optimizer
+  state) by the model's policy.
   """
   def label(path, _):
     names = [str(getattr(p, 'key', p)) for p in path]
     part, layer = names[0], names[1] if len(names) > 1 else ''
     if part == 'pose' and model.freeze_pose:
       return 'frozen'
-    if (part in ('appearance', 'spatiotemporal') and layer.endswith('_bn') and
-        layers.batchnorm_frozen(model.bn_policy, layer)):
-      return 'frozen'
-    return 'trainable'
+    if part in ('appearance', 'spatiotemporal') and layer.endswith('_bn'):
+      return ('frozen' if layers.batchnorm_frozen(model.bn_policy, layer)
+              else 'batchnorm')
+    return 'weight' if names[-1] == 'kernel' else 'bias'
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict,
-                           base: float) -> optax.Schedule:
-  boundaries = {int(fraction * config.num_train_steps): config.optimizer.decay_factor
-                for fraction in config.optimizer.decay_at}
+def learning_rate_schedule(config: ml_collections.ConfigDict, base: float,
+                           num_steps: int) -> optax.Schedule:
+  """The warm-up, then `base` with the "step" schedule's decays.
+
+  The "plateau" schedule's decays depend on evaluations: they scale the
+  updates through TrainState.lr_scale instead.
+  """
+  opt = config.optimizer
+  warmup_steps = opt.warmup_steps
+  decay_at = opt.decay_at if opt.schedule == 'step' else ()
+  # join_schedules counts the second schedule's steps from the boundary.
+  boundaries = {int(fraction * num_steps) - warmup_steps: opt.decay_factor
+                for fraction in decay_at}
   schedule = optax.piecewise_constant_schedule(base, boundaries)
-  if config.optimizer.warmup_steps:
-    warmup = optax.linear_schedule(0.0, base, config.optimizer.warmup_steps)
-    schedule = optax.join_schedules([warmup, schedule],
-                                    [config.optimizer.warmup_steps])
+  if warmup_steps:
+    warmup = optax.linear_schedule(0.0, base, warmup_steps)
+    schedule = optax.join_schedules([warmup, schedule], [warmup_steps])
   return schedule
 
 
 def create_optimizer(config: ml_collections.ConfigDict, params: Any,
                      model: PASNet, schedule: optax.Schedule
                      ) -> optax.GradientTransformation:
-  """ECO-pytorch's SGD: clip the gradient norm, decay kernels, momentum.
+  """ECO-pytorch's SGD: the summed gradient's norm clipped, then per group
+  weight decay on weights only and biases at bias_lr_multiplier times the
+  learning rate, then (Nesterov) momentum.
 
   "adam" replaces the momentum step, for training from random weights.
   """
   opt = config.optimizer
-  kernels_only = jax.tree_util.tree_map_with_path(
-      lambda path, _: str(getattr(path[-1], 'key', '')) == 'kernel', params)
-  if opt.name == 'sgd':
-    step = optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov)
-  else:
-    step = optax.adam(schedule)
-  trainable = optax.chain(
+
+  def step(multiplier: float) -> optax.GradientTransformation:
+    rate = lambda count: multiplier * schedule(count)
+    if opt.name == 'sgd':
+      return optax.sgd(rate, momentum=opt.momentum, nesterov=opt.nesterov)
+    return optax.adam(rate)
+
+  return optax.chain(
       optax.clip_by_global_norm(opt.clip_norm),
-      optax.add_decayed_weights(opt.weight_decay, mask=kernels_only), step)
-  return optax.multi_transform({'trainable': trainable,
-                                'frozen': optax.set_to_zero()},
-                               parameter_labels(params, model))
+      optax.multi_transform(
+          {'weight': optax.chain(optax.add_decayed_weights(opt.weight_decay),
+                                 step(1.0)),
+           'bias': step(opt.bias_lr_multiplier),
+           'batchnorm': step(1.0),
+           'frozen': optax.set_to_zero()},
+          parameter_labels(params, model)))
 
 
 def _cross_entropy(logits, labels):
@@ -152,6 +169,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
     loss_sum, correct = loss_sum + loss, correct + micro_correct
   grads = jax.tree_util.tree_map(lambda g: g / accumulation_steps, grads_sum)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  # As a lower learning rate would: momentum buffers hold no learning rate.
+  updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
@@ -167,8 +186,34 @@ def _stage_config(config: ml_collections.ConfigDict, stage: int
   if stage == 1:
     stage_config.model.fusion = 'A'
     stage_config.num_train_steps = config.stage1.num_train_steps
+    stage_config.num_epochs = config.stage1.num_epochs
     stage_config.optimizer.learning_rate = config.stage1.learning_rate
   return stage_config
+
+
+@dataclasses.dataclass
+class Plateau:
+  """The authors' learning-rate rule: x decay_factor each time validation
+  top-1 has not improved for `patience` evaluations in a row. Saved with
+  every checkpoint, so that a resumed run decays as an uninterrupted one."""
+  best: float = -1.0
+  evaluations_without_improvement: int = 0
+  decays: int = 0
+
+  def update(self, top1: float, patience: int) -> bool:
+    """Records an evaluation; True when the learning rate decays now."""
+    if top1 > self.best:
+      self.best, self.evaluations_without_improvement = top1, 0
+      return False
+    self.evaluations_without_improvement += 1
+    if self.evaluations_without_improvement < patience:
+      return False
+    self.evaluations_without_improvement = 0
+    self.decays += 1
+    return True
+
+  def lr_scale(self, config: ml_collections.ConfigDict) -> float:
+    return config.optimizer.decay_factor ** self.decays
 
 
 class _SignalFlag:
@@ -239,7 +284,8 @@ def create_training(config: ml_collections.ConfigDict, model: PASNet,
     return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                       batch_stats=variables['batch_stats'],
                       opt_state=optimizer.init(variables['params']),
-                      rng=jax.random.PRNGKey(config.seed))
+                      rng=jax.random.PRNGKey(config.seed),
+                      lr_scale=jnp.ones((), jnp.float32))
   step_fn = jax.jit(functools.partial(
       train_step, model=model, optimizer=optimizer,
       accumulation_steps=config.accumulation_steps, mesh=mesh),
@@ -269,7 +315,14 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
   model = create_model(config.model, dataset.num_classes)
   frames, size = config.frames, config.image_size
   local_batch = parallel.local_batch_size(config.batch_size)
-  schedule = learning_rate_schedule(config, config.optimizer.learning_rate)
+  # As the authors' loop: an epoch's last, incomplete batch is not taken.
+  steps_per_epoch = max(dataset.num_train_examples // config.batch_size, 1)
+  num_steps = config.num_train_steps or max(
+      round(config.num_epochs * steps_per_epoch), 1)
+  eval_every = config.eval_every_steps or max(
+      round(config.eval_every_epochs * steps_per_epoch), 1)
+  schedule = learning_rate_schedule(config, config.optimizer.learning_rate,
+                                    num_steps)
 
   variables = initial_weights.initial_variables(
       model, sources, config.seed, (1, frames, size, size, 3))
@@ -278,11 +331,13 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
 
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   batches_taken = 0
+  plateau = Plateau()
   latest = manager.latest_step()
   if latest is not None:
     state, data_state = checkpoints.restore(manager, latest,
                                             checkpoints.abstract_like(state))
     batches_taken = int(data_state['batches_taken'])
+    plateau = Plateau(**data_state['plateau'])
     logging.info('Resuming %s from step %d (checkpoint %s/%d)', workdir, latest,
                  manager.directory, latest)
   start_step = int(state.step)
@@ -301,15 +356,13 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
       batch_size=local_batch, seed=config.seed,
       split=config.dataset.train_split, process_index=jax.process_index(),
       process_count=jax.process_count(), start_batch=batches_taken))
-  steps_per_epoch = dataset.num_train_examples / config.batch_size
-  progress = _Progress(workdir, config.num_train_steps, config.batch_size,
-                       start_step)
+  progress = _Progress(workdir, num_steps, config.batch_size, start_step)
   logging.info('Training %s (fusion %s) for %d steps (%.1f epochs of %d clips), '
-               'batch %d on %d devices, %d processes', workdir,
-               config.model.fusion, config.num_train_steps,
-               config.num_train_steps / steps_per_epoch,
-               dataset.num_train_examples, config.batch_size, jax.device_count(),
-               jax.process_count())
+               'batch %d on %d devices, %d processes, evaluating every %d '
+               'steps', workdir, config.model.fusion, num_steps,
+               num_steps / steps_per_epoch, dataset.num_train_examples,
+               config.batch_size, jax.device_count(), jax.process_count(),
+               eval_every)
 
   summary = None
   # The first step compiles: trace from the second one on.
@@ -318,7 +371,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
                                 steps=config.profile_steps,
                                 enabled=jax.process_index() == 0)
   with _SignalFlag() as signals:
-    for step in range(start_step + 1, config.num_train_steps + 1):
+    for step in range(start_step + 1, num_steps + 1):
       tracer.before(step)
       local = next(train_batches)
       local.pop('mask')
@@ -332,11 +385,12 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
             f'Loss became {loss} at step {step}; stopped. The last good '
             f'checkpoint is step {kept} in {manager.directory}. Lower '
             '--config.optimizer.learning_rate or check the input data.')
-      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+      if step % config.log_every_steps == 0 or step == num_steps:
         progress.train(step, {k: float(v) for k, v in step_metrics.items()},
-                       float(schedule(step - 1)), steps_per_epoch)
+                       float(schedule(step - 1)) * plateau.lr_scale(config),
+                       steps_per_epoch)
       evaluated = None
-      if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+      if step % eval_every == 0 or step == num_steps:
         summary = run_eval(state)
         evaluated = {'top1': summary['top1'], 'top5': summary['top5'],
                      'mean_class_accuracy': summary['mean_class_accuracy']}
@@ -344,10 +398,19 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
                      '(%d videos)', step, summary['top1'], summary['top5'],
                      summary['mean_class_accuracy'], summary['num_videos'])
         progress.scalars(step, {f'eval/{k}': v for k, v in evaluated.items()})
+        if config.optimizer.schedule == 'plateau' and plateau.update(
+            summary['top1'], config.optimizer.plateau_patience):
+          logging.info('top-1 has not improved on %.4f for %d evaluations: '
+                       'learning rate x%g', plateau.best,
+                       config.optimizer.plateau_patience,
+                       plateau.lr_scale(config))
+          state = state.replace(lr_scale=jax.device_put(
+              np.float32(plateau.lr_scale(config)), state.lr_scale.sharding))
       if (evaluated or step % config.checkpoint_every_steps == 0 or
           signals.received):
         checkpoints.save(manager, step, state,
-                         {'batches_taken': batches_taken + step - start_step},
+                         {'batches_taken': batches_taken + step - start_step,
+                          'plateau': dataclasses.asdict(plateau)},
                          evaluated)
       if signals.received:
         checkpoints.wait(manager)

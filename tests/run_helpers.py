@@ -70,17 +70,22 @@ def changed(config, **changes):
   return config
 
 
-def write_trained_run(workdir: pathlib.Path) -> pathlib.Path:
+def write_trained_run(workdir: pathlib.Path,
+                      eco_layout: str = 'official') -> pathlib.Path:
   """A workdir that inference.load_trained reads as a finished run.
 
   Random variables of PASNet (fusion A), saved as a converted checkpoint is,
-  beside the config.json and results.json that training writes.
+  beside the config.json and results.json that training writes; an early
+  layout run's config.json has no eco_layout key, as before the key existed.
   """
   config = synthetic_config.get_config()
   config.model.fusion = 'A'
   config.frames, config.image_size = FRAMES, IMAGE_SIZE
   config.eval_short_side = SHORT_SIDE
+  config.model.eco_layout = eco_layout
   model = create_model(config.model, len(CLASS_NAMES))
+  if eco_layout == 'early':
+    del config.model['eco_layout']
   variables = conftest.random_variables(
       model, (1, FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3))
   variables = {'params': variables['params'],

@@ -57,7 +57,14 @@ def test_format_file_round_trip_and_newer_format(tmp_path):
                   '"identity": {}}')
   with pytest.raises(errors.CheckpointError,
                      match='format 99, written by pasnet_jax 9.0; this '
-                     'pasnet_jax reads format 1 and earlier. Upgrade pasnet_jax'):
+                     'pasnet_jax reads format 2 and earlier. Upgrade pasnet_jax'):
+    checkpoints.read_format(str(tmp_path))
+  # Format 1 runs hold no learning-rate state: their weights can start a
+  # new run, they cannot resume.
+  path.write_text('{"format_version": 1, "identity": {}}')
+  with pytest.raises(errors.CheckpointError,
+                     match=f'format 1, which this pasnet_jax cannot resume.*'
+                     f'--config.init.workdir={tmp_path}'):
     checkpoints.read_format(str(tmp_path))
   path.write_text('{"format_vers')
   with pytest.raises(errors.CheckpointError, match='is unreadable'):

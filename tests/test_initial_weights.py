@@ -93,3 +93,65 @@ def test_later_sources_win_and_the_layout_is_the_first_3d_parts():
       second['params']['appearance']['conv1_7x7_s2']['kernel'])
   pose_only = {'params': {'pose': {}}}
   assert initial_weights.eco_layout([Source('p', pose_only)], 'early') == 'early'
+
+
+# ---------------------------------------------------------------- end to end
+
+_UCF_TRAIN = [f'{c}/v_{c}_g08_c0{i}.avi' for c in ('ApplyEyeMakeup', 'Archery')
+              for i in (1, 2)]
+_UCF_TEST = [f'{c}/v_{c}_g01_c01.avi' for c in ('ApplyEyeMakeup', 'Archery')]
+
+
+def test_the_authors_kinetics_checkpoint_starts_a_ucf101_run(tmp_path):
+  """ECO_Lite_rgb_model_Kinetics.pth.tar as users hold it (every key and
+  shape of the authors' ECO.yaml, fixture), converted with
+  --drop-classifier and given to a UCF-101-config run as --config.init.eco:
+  every 2D and 3D tensor loads, only the classifier is new."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from tests import data_helpers  # pylint: disable=g-import-not-at-top
+  from tests import torch_helpers as th  # pylint: disable=g-import-not-at-top
+  from tests.test_convert import kinetics_keys  # pylint: disable=g-import-not-at-top
+
+  generator = torch.Generator().manual_seed(0)
+  state = {}
+  for key, shape in kinetics_keys().items():
+    if key.endswith('num_batches_tracked'):
+      state[key] = torch.tensor(1000, dtype=torch.long)
+    elif key.endswith('running_var'):
+      state[key] = torch.rand(shape, generator=generator) + 0.5
+    else:
+      state[key] = torch.randn(shape, generator=generator) * 0.05
+  checkpoint = tmp_path / 'ECO_Lite_rgb_model_Kinetics.pth.tar'
+  torch.save({**th.TRAINING_CHECKPOINT, 'state_dict': state}, checkpoint)
+  converted = th.run_converter('eco', checkpoint, tmp_path / 'eco',
+                               '--drop-classifier')
+  assert converted.returncode == 0, converted.stderr
+
+  manual = tmp_path / 'manual'
+  manual.mkdir()
+  data_helpers.write_rar4(manual / 'UCF101.rar', {
+      f'UCF-101/{p}': data_helpers.video_bytes(6, seed=i)
+      for i, p in enumerate(_UCF_TRAIN + _UCF_TEST)})
+  data_helpers.write_zip(manual / 'UCF101TrainTestSplits-RecognitionTask.zip',
+                         data_helpers.ucf101_split_files(_UCF_TRAIN, _UCF_TEST))
+  command = [
+      sys.executable, '-m', 'pasnet_jax.main',
+      '--config=configs/ucf101.py:frames=4,fusion=A',
+      f'--workdir={tmp_path / "run"}', f'--config.init.eco={tmp_path / "eco"}',
+      f'--config.dataset.manual_dir={manual}',
+      f'--config.dataset.data_dir={tmp_path / "data"}',
+      '--config.strategy=conventional', '--config.image_size=64',
+      '--config.eval_short_side=72', '--config.batch_size=4',
+      '--config.eval_batch_size=2', '--config.num_train_steps=1']
+  result = subprocess.run(command, cwd=th.REPO_ROOT, capture_output=True,
+                          text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  log = result.stderr
+  eco = f'ECO {tmp_path / "eco"}'
+  assert f'init: loaded 114 tensors of appearance from {eco}' in log
+  assert f'init: loaded 70 tensors of spatiotemporal from {eco}' in log
+  assert 'init: new: classifier (no source gives it; drawn fresh)' in log
+  assert len([line for line in log.splitlines() if 'init: new:' in line]) == 1
+  assert 'ECO layout: official' in log

@@ -31,10 +31,12 @@ def _load(path):
 
 
 def _assert_same(a, b):
-  """Parameters within 1e-5 of their scale; BatchNorm statistics within 1e-4.
+  """Parameters and BatchNorm statistics within 1e-4 of their scale.
 
   Batch statistics are sums over the whole batch, which the devices add up
-  in another order, so they differ in the last float32 digits.
+  in another order, so they differ in the last float32 digits; with every
+  BatchNorm training (the authors' recipe) the gradients pass through them
+  and differ likewise (1.05e-5 of a kernel's scale was seen).
   """
   assert a.keys() == b.keys()
   errors = {}
@@ -45,7 +47,7 @@ def _assert_same(a, b):
   # The steps moved the parameters far more than the device count did.
   assert largest_difference < 0.01 * largest_update
   for name in a:
-    tolerance = 1e-4 if name.startswith('batch_stats') else 1e-5
+    tolerance = 1e-4
     # Biases in front of a train-mode BatchNorm have no gradient and stay at
     # rounding noise around zero: measure them against 1e-2, not their size.
     scale = max(float(np.max(np.abs(b[name]))), 1e-2)

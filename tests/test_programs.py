@@ -58,3 +58,14 @@ def test_visualize_draws_every_row(twice, videos, tmp_path):
   out = tmp_path / 'figure.png'
   visualize.draw(clip, rows, 'test', str(out))
   assert out.read_bytes()[:4] == b'\x89PNG'
+
+
+@pytest.mark.parametrize('layout', ['official', 'early'])
+def test_a_trained_run_is_loaded_in_the_layout_of_its_weights(tmp_path, layout):
+  """evaluate, predict and visualize load runs through load_trained, which
+  reads the ECO layout off the weights (an early run's config.json may
+  predate the key)."""
+  trained = inference.load_trained(
+      str(run_helpers.write_trained_run(tmp_path / 'run', eco_layout=layout)))
+  assert trained.model.eco_layout == layout
+  assert trained.config.model.eco_layout == layout

@@ -72,7 +72,8 @@ def one_step(config, variables, batch):
   """(state after one step of `config` from `variables` on `batch`, metrics)."""
   model = create_model(config.model, run_helpers.NUM_TINY_CLASSES)
   mesh = parallel.make_mesh()
-  schedule = train.learning_rate_schedule(config, config.optimizer.learning_rate)
+  schedule = train.learning_rate_schedule(config, config.optimizer.learning_rate,
+                                          config.num_train_steps)
   state, step = train.create_training(config, model, variables, schedule, mesh)
   state, step_metrics = step(state, parallel.global_batch(batch, mesh))
   return jax.device_get(state), jax.device_get(step_metrics)
@@ -174,3 +175,92 @@ def test_training_and_evaluation_never_import_tensorflow(tiny_dataset, tmp_path)
   events.Reload()
   assert [e.step for e in events.Scalars('train/loss')] == [1, 2]
   assert 'eval/top1' in events.Tags()['scalars']
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def test_optimizer_groups_follow_the_authors_policies():
+  """Weights decay at lr x1, biases train at lr x2 without decay, BatchNorm
+  scale/offset at lr x1 without decay, frozen layers not at all; the summed
+  gradient is clipped as a whole."""
+  config = run_helpers.small_config()
+  config.optimizer.update(name='sgd', momentum=0.0, nesterov=False,
+                          weight_decay=0.5, bias_lr_multiplier=2.0,
+                          clip_norm=1e9, schedule='step')
+  model = create_model(config.model, 3)
+  params = {'appearance': {'conv1_7x7_s2': {'kernel': np.ones(2), 'bias': np.ones(2)},
+                           'conv1_7x7_s2_bn': {'scale': np.ones(2), 'bias': np.ones(2)}},
+            'pose': {'conv1_1': {'kernel': np.ones(2), 'bias': np.ones(2)}},
+            'classifier': {'kernel': np.ones(2), 'bias': np.ones(2)}}
+  params = jax.tree_util.tree_map(lambda x: x.astype(np.float32), params)
+  grads = jax.tree_util.tree_map(np.ones_like, params)
+  optimizer = train.create_optimizer(config, params, model,
+                                     train.learning_rate_schedule(config, 0.1, 10))
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  appearance = updates['appearance']
+  # Weight: -lr * (grad + decay * weight) = -0.1 * 1.5.
+  np.testing.assert_allclose(appearance['conv1_7x7_s2']['kernel'], -0.15)
+  np.testing.assert_allclose(updates['classifier']['kernel'], -0.15)
+  np.testing.assert_allclose(appearance['conv1_7x7_s2']['bias'], -0.2)
+  np.testing.assert_allclose(updates['classifier']['bias'], -0.2)
+  np.testing.assert_allclose(appearance['conv1_7x7_s2_bn']['scale'], -0.1)
+  np.testing.assert_allclose(appearance['conv1_7x7_s2_bn']['bias'], -0.1)
+  np.testing.assert_array_equal(updates['pose']['conv1_1']['kernel'], 0)
+  # Clipping: the norm of every trainable gradient together.
+  config.optimizer.clip_norm = 1.0
+  optimizer = train.create_optimizer(config, params, model,
+                                     train.learning_rate_schedule(config, 0.1, 10))
+  clipped, _ = optimizer.update(grads, optimizer.init(params), params)
+  # 16 gradient entries of 1, the frozen pose's too (in training a frozen
+  # part's gradient is zero).
+  scale = 1.0 / np.sqrt(16)
+  np.testing.assert_allclose(clipped['appearance']['conv1_7x7_s2_bn']['scale'],
+                             -0.1 * scale, rtol=1e-5)
+
+
+def test_warmup_does_not_delay_the_step_decays():
+  config = run_helpers.small_config()
+  config.optimizer.update(schedule='step', warmup_steps=10, decay_at=(0.5,),
+                          decay_factor=0.1)
+  schedule = train.learning_rate_schedule(config, 1.0, 100)
+  assert float(schedule(5)) == pytest.approx(0.5)
+  assert float(schedule(49)) == pytest.approx(1.0)
+  assert float(schedule(50)) == pytest.approx(0.1)
+
+
+def test_plateau_decays_after_patience_evaluations_without_improvement():
+  plateau = train.Plateau()
+  decays = [plateau.update(top1, patience=2)
+            for top1 in (0.3, 0.5, 0.5, 0.4, 0.6, 0.6, 0.6, 0.6)]
+  # 0.5 equalled is no improvement (the authors compare with >).
+  assert decays == [False, False, False, True, False, False, True, False]
+  assert plateau.decays == 2 and plateau.best == 0.6
+
+
+def test_the_learning_rate_state_resumes_after_a_kill(tmp_path, tiny_dataset):
+  """With an evaluation every step and patience 1 the rate decays during
+  the run; stopped after 2 steps and resumed, the run ends as an
+  uninterrupted one, learning-rate state included."""
+  plateau = dict(eval_every_steps=1, **{'optimizer.schedule': 'plateau',
+                                        'optimizer.plateau_patience': 1})
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  train.train_and_evaluate(run_helpers.small_config(**plateau), straight,
+                           tiny_dataset)
+  train.train_and_evaluate(
+      run_helpers.small_config(num_train_steps=2, **plateau), resumed,
+      tiny_dataset)
+  train.train_and_evaluate(run_helpers.small_config(**plateau), resumed,
+                           tiny_dataset)
+
+  def final(workdir):
+    manager = checkpoints.create_manager(workdir, 3)
+    step = manager.latest_step()
+    data = manager.restore(step, args=checkpoints.ocp.args.Composite(
+        data=checkpoints.ocp.args.JsonRestore())).data
+    manager.close()
+    return step, data['plateau']
+  assert final(resumed) == final(straight)
+  assert final(straight)[1]['decays'] >= 1
+  for a, b in zip(params_of(resumed), params_of(straight)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
