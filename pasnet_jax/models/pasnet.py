@@ -148,8 +148,11 @@ def _truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndar
   return values * np.float32(stddev / 0.87962566103423978)
 
 
-def init_variables(model: PASNet, seed: int, video_shape: tuple[int, ...]) -> dict:
+def init_variables(model: nn.Module, seed: int,
+                   video_shape: tuple[int, ...]) -> dict:
   """Initial variables with the distributions `model.init` draws, fast.
+
+  `model` is a PASNet or one of its parts, `video_shape` its input's shape.
 
   `model.init` compiles the whole network together with every initialiser,
   which takes minutes on a small CPU; this draws the same distributions
