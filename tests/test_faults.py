@@ -81,7 +81,12 @@ class Worker:
 
   def finish(self, timeout: float = 300) -> str:
     self.process.wait(timeout=timeout)
-    self._reader.join()
+    # The output ends when every process holding the pipe has: the worker's
+    # input processes must not outlive it.
+    self._reader.join(timeout=60)
+    if self._reader.is_alive():
+      pytest.fail('processes the worker started outlived it, holding its '
+                  'output:\n' + self.output()[-3000:])
     return self.output()
 
   @property

@@ -31,12 +31,10 @@ def _load(path):
 
 
 def _assert_same(a, b):
-  """Parameters and BatchNorm statistics within 1e-4 of their scale.
+  """Parameters within 1e-5 of their scale; BatchNorm statistics within 1e-4.
 
   Batch statistics are sums over the whole batch, which the devices add up
-  in another order, so they differ in the last float32 digits; with every
-  BatchNorm training (the authors' recipe) the gradients pass through them
-  and differ likewise (1.05e-5 of a kernel's scale was seen).
+  in another order, so they differ in the last float32 digits.
   """
   assert a.keys() == b.keys()
   errors = {}
@@ -47,7 +45,7 @@ def _assert_same(a, b):
   # The steps moved the parameters far more than the device count did.
   assert largest_difference < 0.01 * largest_update
   for name in a:
-    tolerance = 1e-4
+    tolerance = 1e-4 if name.startswith('batch_stats') else 1e-5
     # Biases in front of a train-mode BatchNorm have no gradient and stay at
     # rounding noise around zero: measure them against 1e-2, not their size.
     scale = max(float(np.max(np.abs(b[name]))), 1e-2)

@@ -32,6 +32,8 @@ every test video is counted exactly once, however the split divides.
 
 import math
 import os
+import threading
+import time
 from typing import Iterator, Sequence
 
 from absl import flags
@@ -167,6 +169,23 @@ class _TrainClip:
             'label': np.int32(label), 'mask': np.True_}
 
 
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Grain worker start-up: the worker ends when the reading process dies.
+
+  A worker outlives a parent killed with SIGKILL (by a user or the OOM
+  killer) and would go on holding its memory and its output pipes. The
+  parent's pid, as the worker sees it, changes when the parent is gone.
+  """
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(1)
+  threading.Thread(target=watch, daemon=True).start()
+
+
 class Batches:
   """Numpy batches from worker processes; each iteration starts its own.
 
@@ -179,7 +198,8 @@ class Batches:
     self._dataset = batches.to_iter_dataset(grain.ReadOptions(
         num_threads=0, prefetch_buffer_size=0)).mp_prefetch(
             grain.MultiprocessingOptions(num_workers=num_workers,
-                                         per_worker_buffer_size=_WORKER_BUFFER))
+                                         per_worker_buffer_size=_WORKER_BUFFER),
+            worker_init_fn=_exit_with_parent)
     self._description = description
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
