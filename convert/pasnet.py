@@ -75,9 +75,8 @@ def main(argv=None):
   if args.openpose is not None:
     openpose, openpose_metadata = torch_io.read_converted(
         args.openpose, 'convert.openpose')
-    sources.append(initial_weights.Source(
-        f'OPENPOSE_OUT {args.openpose}',
-        {kind: {'pose': tree} for kind, tree in openpose.items() if tree}))
+    sources.append(initial_weights.pose_source(f'OPENPOSE_OUT {args.openpose}',
+                                               openpose))
   layout = initial_weights.eco_layout(sources, None)
   if layout is None:
     raise ConversionError(f'{args.eco}: holds no ECO 3D part of either layout '

@@ -57,6 +57,13 @@ class Report:
     return lines
 
 
+def pose_source(description: str, openpose_variables: dict) -> Source:
+  """Converted OpenPose weights (OpenPose()'s variables) as a source,
+  nested where PASNet keeps its pose branch."""
+  return Source(description, {kind: {'pose': tree}
+                              for kind, tree in openpose_variables.items() if tree})
+
+
 def _flatten(tree: dict) -> dict[tuple[str, ...], np.ndarray]:
   flat = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -138,24 +145,21 @@ def sources_for(config: ml_collections.ConfigDict, stage: int,
   paths = []
   if stage == 2 and config.strategy == 'twice':
     if config.init.openpose:
-      paths.append(('OpenPose ' + config.init.openpose, config.init.openpose, 'pose'))
+      paths.append(('OpenPose ' + config.init.openpose, config.init.openpose, True))
     paths.append(('stage 1 ' + os.path.join(workdir, 'stage1'),
-                  os.path.join(workdir, 'stage1'), None))
+                  os.path.join(workdir, 'stage1'), False))
   else:
     if config.init.eco:
-      paths.append(('ECO ' + config.init.eco, config.init.eco, None))
+      paths.append(('ECO ' + config.init.eco, config.init.eco, False))
     if config.init.openpose and config.model.fusion != 'A':
-      paths.append(('OpenPose ' + config.init.openpose, config.init.openpose, 'pose'))
+      paths.append(('OpenPose ' + config.init.openpose, config.init.openpose, True))
   if config.init.workdir:
-    paths.append(('workdir ' + config.init.workdir, config.init.workdir, None))
+    paths.append(('workdir ' + config.init.workdir, config.init.workdir, False))
   sources = []
-  for description, path, part in paths:
+  for description, path, is_openpose in paths:
     variables = checkpoints.load_variables(path)
-    if part:
-      # Converted OpenPose weights are OpenPose()'s variables: nest them
-      # where PASNet keeps its pose branch.
-      variables = {kind: {part: tree} for kind, tree in variables.items() if tree}
-    sources.append(Source(description, variables))
+    sources.append(pose_source(description, variables) if is_openpose
+                   else Source(description, variables))
   return sources
 
 
