@@ -45,7 +45,7 @@ def check_fits(trained: inference.TrainedModel) -> None:
   """
   config = trained.config
   expected = jax.eval_shape(
-      trained.model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct(
+      trained.model.init, jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct(
           (1, config.frames, config.image_size, config.image_size, 3),
           jnp.float32))
   checkpoints.check_fits(trained.variables, expected,

@@ -29,31 +29,43 @@ def eval_batches(dataset: DatasetInfo, config: ml_collections.ConfigDict,
       process_index=jax.process_index(), process_count=jax.process_count())
 
 
+def average_views(scores_fn):
+  """`scores_fn(variables, video (N, K, H, W, 3)) -> (N, C)` extended to
+  multi-view batches (B, V, K, H, W, 3): the mean of each video's V views.
+
+  The views go through the network as one batch of B * V clips, so
+  eval_batch_size counts videos and memory grows with the views.
+  """
+  def scores(variables, video):
+    if video.ndim == 5:
+      return scores_fn(variables, video)
+    videos, views = video.shape[:2]
+    per_view = scores_fn(variables, video.reshape((-1,) + video.shape[2:]))
+    return jnp.mean(per_view.reshape(videos, views, -1), axis=1)
+  return scores
+
+
 def eval_step(variables: dict, video: jax.Array, *, model: PASNet) -> jax.Array:
-  """Softmax scores (B, C) float32."""
-  return jax.nn.softmax(model.apply(variables, video, train=False), axis=-1)
+  """Softmax scores (B, C) float32 of (B, K, H, W, 3) clips, or of
+  (B, V, K, H, W, 3) views averaged."""
+  return average_views(lambda variables, clips: jax.nn.softmax(
+      model.apply(variables, clips, train=False), axis=-1))(variables, video)
 
 
 def evaluate(variables: dict, eval_batches, *, model: PASNet,
              mesh: jax.sharding.Mesh, eval_fn=None) -> tuple[np.ndarray, np.ndarray]:
   """Scores and labels of every real (unmasked) example, each exactly once.
 
-  Batches may carry several views per video, (B, V, K, H, W, 3): their
-  scores are averaged.
+  `variables` are on the devices already; batches are put there ahead of
+  use, and scores come back once, at the end.
   """
   eval_fn = eval_fn or jax.jit(functools.partial(eval_step, model=model))
-  all_scores, all_labels = [], []
-  for local in eval_batches:
-    batch = parallel.global_batch(local, mesh)
-    video = batch['video']
-    if video.ndim == 6:
-      views = video.shape[1]
-      scores = jnp.mean(jnp.stack([eval_fn(variables, video[:, v])
-                                   for v in range(views)]), axis=0)
-    else:
-      scores = eval_fn(variables, video)
-    scores, labels, mask = parallel.to_host((scores, batch['label'],
-                                             batch['mask']))
-    all_scores.append(np.asarray(scores)[np.asarray(mask)])
-    all_labels.append(np.asarray(labels)[np.asarray(mask)])
-  return np.concatenate(all_scores), np.concatenate(all_labels)
+  on_device = []
+  with parallel.DevicePrefetch(eval_batches, mesh) as batches:
+    for batch in batches:
+      on_device.append((eval_fn(variables, batch['video']), batch['label'],
+                        batch['mask']))
+  fetched = parallel.to_host(on_device)
+  scores = np.concatenate([np.asarray(s)[np.asarray(m)] for s, _, m in fetched])
+  labels = np.concatenate([np.asarray(l)[np.asarray(m)] for _, l, m in fetched])
+  return scores, labels

@@ -7,7 +7,9 @@ did by hand. Nothing here depends on the kind of device.
 """
 
 import os
-from typing import Any
+import queue
+import threading
+from typing import Any, Iterable, Iterator
 
 from absl import logging
 import jax
@@ -84,6 +86,81 @@ def global_batch(local_batch: dict[str, np.ndarray],
   sharding = batch_sharding(mesh)
   return {name: jax.make_array_from_process_local_data(sharding, value)
           for name, value in local_batch.items()}
+
+
+class DevicePrefetch:
+  """Global batches of `local_batches`, put on the devices `size` ahead.
+
+  A background thread takes each local batch (dict of numpy arrays) and
+  starts its transfer (`global_batch`), so that reading and copying the
+  next batches overlaps the device's work on this one. An error of the
+  reader reaches the consumer at the batch where it happened. `close()`
+  stops the thread; use it as a context manager.
+  """
+
+  # How long close() waits for the thread, which may be inside a read:
+  # the reader has its own deadline, so this only bounds a stuck one.
+  _JOIN_SECONDS = 120.0
+
+  def __init__(self, local_batches: Iterable[dict[str, np.ndarray]],
+               mesh: jax.sharding.Mesh, size: int = 2):
+    self._batches = iter(local_batches)
+    self._mesh = mesh
+    self._queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._fill, daemon=True,
+                                    name='device-prefetch')
+    self._thread.start()
+
+  def _offer(self, item) -> bool:
+    """Queues `item` unless stopped first; False when stopped."""
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def _fill(self) -> None:
+    try:
+      for local in self._batches:
+        if not self._offer((global_batch(local, self._mesh), None)):
+          return
+    except BaseException as error:  # pylint: disable=broad-except
+      self._offer((None, error))
+      return
+    self._offer((None, None))
+
+  def __iter__(self) -> Iterator[dict[str, jax.Array]]:
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    batch, error = self._queue.get()
+    if error is not None:
+      self._stop.set()
+      raise error
+    if batch is None:
+      self._stop.set()
+      raise StopIteration
+    return batch
+
+  def close(self) -> None:
+    self._stop.set()
+    self._thread.join(self._JOIN_SECONDS)
+    # Batches read ahead may hold the reader's shared memory (a CPU device
+    # uses host buffers in place): let them go now.
+    while not self._queue.empty():
+      self._queue.get_nowait()
+    if not self._thread.is_alive() and hasattr(self._batches, 'close'):
+      # Ends the reader's worker processes now rather than at exit.
+      self._batches.close()
+
+  def __enter__(self) -> 'DevicePrefetch':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def to_host(tree) -> Any:

@@ -25,6 +25,9 @@ from pasnet_jax.errors import DatasetError
 def predict_files(trained: inference.TrainedModel, paths, top: int):
   """Yields (path, [(class name, probability)] or None, error message or None)."""
   config = trained.config
+  # The weights cross over once; each clip is one explicit transfer.
+  device = jax.devices()[0]
+  variables = jax.device_put(trained.variables, device)
   apply = jax.jit(lambda variables, video: jax.nn.softmax(
       trained.model.apply(variables, video, train=False), axis=-1))
   for path in paths:
@@ -35,7 +38,8 @@ def predict_files(trained: inference.TrainedModel, paths, top: int):
     except DatasetError as error:
       yield path, None, str(error)
       continue
-    probabilities = np.asarray(apply(trained.variables, clip[None]))[0]
+    probabilities = jax.device_get(
+        apply(variables, jax.device_put(clip[None], device)))[0]
     order = np.argsort(-probabilities)[:top]
     yield path, [(trained.class_names[i], float(probabilities[i]))
                  for i in order], None

@@ -174,9 +174,13 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
-  step_metrics = {'loss': loss_sum / accumulation_steps,
+  loss = loss_sum / accumulation_steps
+  step_metrics = {'loss': loss,
                   'accuracy': correct / batch['label'].shape[0],
-                  'grad_norm': optax.global_norm(grads)}
+                  'grad_norm': optax.global_norm(grads),
+                  # Checked on the host before anything is saved.
+                  'finite': jnp.isfinite(loss) & jnp.isfinite(
+                      optax.global_norm(params))}
   return new_state, step_metrics
 
 
@@ -270,6 +274,55 @@ class _Progress:
                   'train/clips_per_second': steps_per_second * self.clips})
 
 
+
+def _without_mask(local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """A training batch as the step takes it: the mask only marks evaluation
+  padding."""
+  return {name: value for name, value in local.items() if name != 'mask'}
+
+
+class _StepMetrics:
+  """The steps' metrics, kept on the devices between the loop's waits.
+
+  `fetch_and_check` brings every step's metrics since the last call to the
+  host at once and stops the run at a non-finite loss, so that no state
+  after it is evaluated or saved.
+  """
+
+  def __init__(self, manager):
+    self._manager = manager
+    self._on_device: list[tuple[int, dict]] = []
+    self._unlogged: list[dict[str, float]] = []
+
+  def add(self, step: int, step_metrics: dict) -> None:
+    self._on_device.append((step, step_metrics))
+
+  def fetch_and_check(self) -> None:
+    if not self._on_device:
+      return
+    steps = [step for step, _ in self._on_device]
+    fetched = jax.device_get([values for _, values in self._on_device])
+    self._on_device = []
+    for step, values in zip(steps, fetched):
+      if not values.pop('finite'):
+        checkpoints.wait(self._manager)
+        kept = self._manager.latest_step()
+        raise Diverged(
+            f'The loss ({float(values["loss"])}) or the weights became '
+            f'non-finite at step {step}; stopped (steps {steps[0]} to '
+            f'{steps[-1]} were checked together). The last good checkpoint '
+            f'is step {kept} in {self._manager.directory}. Lower '
+            '--config.optimizer.learning_rate or check the input data.')
+      self._unlogged.append({k: float(v) for k, v in values.items()})
+
+  def logged(self) -> dict[str, float]:
+    """The mean of each metric over the steps since the last call."""
+    means = {name: float(np.mean([values[name] for values in self._unlogged]))
+             for name in self._unlogged[0]}
+    self._unlogged = []
+    return means
+
+
 def create_training(config: ml_collections.ConfigDict, model: PASNet,
                     variables: dict, schedule: optax.Schedule,
                     mesh: jax.sharding.Mesh):
@@ -291,10 +344,12 @@ def create_training(config: ml_collections.ConfigDict, model: PASNet,
       accumulation_steps=config.accumulation_steps, mesh=mesh),
                     donate_argnums=(0,))
   replicated = parallel.replicated_sharding(mesh)
+  # The optimizer state is made on the devices: only the weights cross over.
+  make_state = jax.jit(initial_state, out_shardings=replicated,
+                       donate_argnums=(0,))
   if isinstance(jax.tree_util.tree_leaves(variables)[0], jax.ShapeDtypeStruct):
-    return jax.eval_shape(jax.jit(initial_state, out_shardings=replicated),
-                          variables), step_fn
-  return jax.device_put(initial_state(variables), replicated), step_fn
+    return jax.eval_shape(make_state, variables), step_fn
+  return make_state(jax.device_put(variables, replicated)), step_fn
 
 
 def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
@@ -351,11 +406,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
         eval_fn=eval_fn)
     return metrics_lib.summarize(scores, labels, dataset.class_names)
 
-  train_batches = iter(pipeline.make_train_dataset(
+  train_batches = pipeline.make_train_dataset(
       dataset.prepared, num_frames=frames, image_size=size,
       batch_size=local_batch, seed=config.seed,
       split=config.dataset.train_split, process_index=jax.process_index(),
-      process_count=jax.process_count(), start_batch=batches_taken))
+      process_count=jax.process_count(), start_batch=batches_taken)
   progress = _Progress(workdir, num_steps, config.batch_size, start_step)
   logging.info('Training %s (fusion %s) for %d steps (%.1f epochs of %d clips), '
                'batch %d on %d devices, %d processes, evaluating every %d '
@@ -370,27 +425,27 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
                                 first_step=start_step + 2,
                                 steps=config.profile_steps,
                                 enabled=jax.process_index() == 0)
-  with _SignalFlag() as signals:
+  metrics = _StepMetrics(manager)
+  with _SignalFlag() as signals, parallel.DevicePrefetch(
+      (_without_mask(local) for local in train_batches), mesh) as batches:
     for step in range(start_step + 1, num_steps + 1):
       tracer.before(step)
-      local = next(train_batches)
-      local.pop('mask')
-      state, step_metrics = step_fn(state, parallel.global_batch(local, mesh))
+      state, step_metrics = step_fn(state, next(batches))
       tracer.after(step, step_metrics)
-      loss = float(step_metrics['loss'])
-      if not np.isfinite(loss):
-        checkpoints.wait(manager)
-        kept = manager.latest_step()
-        raise Diverged(
-            f'Loss became {loss} at step {step}; stopped. The last good '
-            f'checkpoint is step {kept} in {manager.directory}. Lower '
-            '--config.optimizer.learning_rate or check the input data.')
-      if step % config.log_every_steps == 0 or step == num_steps:
-        progress.train(step, {k: float(v) for k, v in step_metrics.items()},
+      metrics.add(step, step_metrics)
+      log_now = step % config.log_every_steps == 0 or step == num_steps
+      eval_now = step % eval_every == 0 or step == num_steps
+      save_now = (eval_now or step % config.checkpoint_every_steps == 0 or
+                  signals.received)
+      if log_now or eval_now or save_now:
+        # The only points where the loop waits for the device.
+        metrics.fetch_and_check()
+      if log_now:
+        progress.train(step, metrics.logged(),
                        float(schedule(step - 1)) * plateau.lr_scale(config),
                        steps_per_epoch)
       evaluated = None
-      if step % eval_every == 0 or step == num_steps:
+      if eval_now:
         summary = run_eval(state)
         evaluated = {'top1': summary['top1'], 'top5': summary['top5'],
                      'mean_class_accuracy': summary['mean_class_accuracy']}
@@ -406,8 +461,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
                        plateau.lr_scale(config))
           state = state.replace(lr_scale=jax.device_put(
               np.float32(plateau.lr_scale(config)), state.lr_scale.sharding))
-      if (evaluated or step % config.checkpoint_every_steps == 0 or
-          signals.received):
+      if save_now:
         checkpoints.save(manager, step, state,
                          {'batches_taken': batches_taken + step - start_step,
                           'plateau': dataclasses.asdict(plateau)},

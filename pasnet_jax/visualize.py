@@ -7,6 +7,7 @@ part-affinity-field magnitude; the implicit pose features x_I (channel
 mean); the fused map that enters the 3D network (channel mean).
 """
 
+import functools
 import os
 import sys
 
@@ -87,8 +88,12 @@ def main(argv):
     if trained.model.fusion == 'A':
       raise errors.UsageProblem(f'{flags.FLAGS.workdir} has no pose branch (fusion '
                              '"A"): nothing to draw but the frames.')
-    features = jax.device_get(trained.model.apply(
-        trained.variables, clip[None], train=False, method=PASNet.features))
+    features_of = jax.jit(functools.partial(
+        trained.model.apply, train=False, method=PASNet.features))
+    device = jax.devices()[0]
+    features = jax.device_get(features_of(
+        jax.device_put(trained.variables, device),
+        jax.device_put(clip[None], device)))
     probabilities = np.exp(features['logits'][0] - features['logits'][0].max())
     best = int(np.argmax(probabilities))
     title = (f'{os.path.basename(argv[1])}: {trained.class_names[best]} '

@@ -4,6 +4,7 @@ averages the views of a multi-view batch."""
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,9 +34,10 @@ def test_results_count_every_test_video_once(uninterrupted):
 def test_evaluate_keeps_real_rows_once_and_averages_views():
   # Scores of a view: its pixel mean in every class column, so that each
   # view's score is known. The second batch's last row is padding.
-  def eval_fn(variables, video):
+  def pixel_means(variables, video):
     del variables
     return jnp.mean(video, axis=(1, 2, 3, 4))[:, None] * jnp.ones((1, 3))
+  eval_fn = jax.jit(evaluation.average_views(pixel_means))
   views = np.zeros((2, 2, 1, 32, 32, 3), np.float32)
   views[:, 0], views[:, 1] = 1.0, 3.0
   views[1, :] += 10.0

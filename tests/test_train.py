@@ -52,6 +52,21 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(state))
 
 
+def test_the_loop_waits_for_metrics_only_to_log_evaluate_or_save(
+    tmp_path, tiny_dataset, monkeypatch):
+  fetched = []
+  fetch_and_check = train._StepMetrics.fetch_and_check
+
+  def recorded(self):
+    fetched.append([step for step, _ in self._on_device])
+    fetch_and_check(self)
+  monkeypatch.setattr(train._StepMetrics, 'fetch_and_check', recorded)
+  config = run_helpers.small_config(num_train_steps=7, log_every_steps=3,
+                                    checkpoint_every_steps=5)
+  train.train_and_evaluate(config, str(tmp_path), tiny_dataset)
+  assert fetched == [[1, 2, 3], [4, 5], [6], [7]]
+
+
 def test_twice_finetune_starts_stage_2_from_stage_1(twice):
   with open(os.path.join(twice, 'stage1', 'config.json')) as f:
     assert json.load(f)['model']['fusion'] == 'A'
@@ -151,15 +166,20 @@ config.strategy, config.model.fusion = 'conventional', 'A'
 config.frames, config.image_size, config.eval_short_side = 2, 32, 36
 config.batch_size, config.eval_batch_size = 4, 4
 config.num_train_steps, config.log_every_steps = 2, 1
+config.eval_clips = 2
 config.optimizer.decay_at, config.optimizer.warmup_steps = (), 0
 train.train_and_evaluate(config, sys.argv[2], dataset)
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')))
 '''
 
 
-def test_training_and_evaluation_never_import_tensorflow(tiny_dataset, tmp_path):
+def test_training_and_evaluation_never_import_tensorflow_nor_transfer_implicitly(
+    tiny_dataset, tmp_path):
   """TensorFlow builds datasets; a training process reads them without it,
-  and writes its TensorBoard events without it."""
+  and writes its TensorBoard events without it. Every transfer to the
+  devices, the multi-view evaluation's included, is explicit: the run
+  passes under JAX_TRANSFER_GUARD=disallow (on a CPU only transfers to the
+  device are guarded)."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
@@ -167,7 +187,8 @@ def test_training_and_evaluation_never_import_tensorflow(tiny_dataset, tmp_path)
   result = subprocess.run(
       [sys.executable, '-c', _TRAIN_WITHOUT_TENSORFLOW,
        str(tiny_dataset.prepared.directory), str(tmp_path / 'run')],
-      cwd=root, env=dict(os.environ, PYTHONPATH=root), capture_output=True,
+      cwd=root, env=dict(os.environ, PYTHONPATH=root,
+                         JAX_TRANSFER_GUARD='disallow'), capture_output=True,
       text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads(result.stdout.splitlines()[-1]) == []

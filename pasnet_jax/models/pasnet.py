@@ -160,7 +160,7 @@ def init_variables(model: nn.Module, seed: int,
   biases, unit scales, the fusion conv's pass-through) with numpy, after a
   shape-only trace.
   """
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+  shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32),
                           jax.ShapeDtypeStruct(video_shape, jnp.float32))
   rng = np.random.default_rng(seed)
 
