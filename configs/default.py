@@ -7,12 +7,15 @@ Every key that training reads is defined here, so that a misspelt override
 
 import ml_collections
 
+from pasnet_jax import errors
+
 
 def parse_options(arg: str, defaults: dict) -> dict:
   """Parses a config argument 'key=value,key=value' over `defaults`.
 
-  Commas inside parentheses belong to the value, so fusion=conv(A,I,F)
-  works; an unknown key is an error naming the valid ones.
+  Each value takes the type of its default. Commas inside parentheses belong
+  to the value, so fusion=conv(A,I,F) works; an unknown key or a value of
+  the wrong type is an error naming the key and the valid ones.
   """
   items, depth, current = [], 0, ''
   for char in arg:
@@ -24,12 +27,20 @@ def parse_options(arg: str, defaults: dict) -> dict:
       current += char
   items.append(current)
   options = dict(defaults)
+  valid = ', '.join(sorted(defaults))
   for item in filter(None, items):
     key, _, value = item.partition('=')
     if key not in defaults:
-      raise ValueError(f'Unknown config argument {key!r}; valid: '
-                       + ', '.join(sorted(defaults)))
-    options[key] = value
+      raise errors.ConfigArgumentError(
+          f'unknown config argument {key!r} (--config=FILE:key=value,...); '
+          f'valid: {valid}')
+    kind = type(defaults[key])
+    try:
+      options[key] = kind(value)
+    except ValueError:
+      raise errors.ConfigArgumentError(
+          f'config argument {key}={value!r} is not of type {kind.__name__} '
+          f'(e.g. {key}={defaults[key]})') from None
   return options
 
 
@@ -153,11 +164,11 @@ def get_config() -> ml_collections.ConfigDict:
 
 def video_dataset_config(dataset_name: str, arg: str) -> ml_collections.ConfigDict:
   """Defaults for an official video dataset, with 'split=,frames=,fusion=' args."""
-  options = parse_options(arg, {'split': '1', 'frames': '16',
+  options = parse_options(arg, {'split': 1, 'frames': 16,
                                 'fusion': 'A+pool(I)+pool(F)'})
   config = get_config()
   config.dataset.name = dataset_name
   config.dataset.config = f'split{options["split"]}'
-  config.frames = int(options['frames'])
+  config.frames = options['frames']
   config.model.fusion = options['fusion']
   return config

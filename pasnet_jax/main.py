@@ -7,6 +7,7 @@
 Running the same command again resumes from the latest complete checkpoint.
 """
 
+import os
 import sys
 
 from absl import app
@@ -24,16 +25,43 @@ config_flags.DEFINE_config_file('config', None, 'Training config file.',
 
 
 def parse_flags(argv):
-  """absl's parsing, with a one-line error for an unknown config key."""
+  """absl's parsing, with one line for a bad flag, key or config argument."""
   try:
+    _check_config_file(argv)
     return flags.FLAGS(argv)
-  except flags.Error as error:
-    sys.stderr.write(f'error: {error}\n')
+  except (flags.Error, errors.ConfigArgumentError) as error:
+    message = str(error).replace('\n', ' ')
   except (KeyError, AttributeError) as error:
     detail = str(error.args[0] if error.args else error).replace('\n', ' ')
-    sys.stderr.write(f'error: unknown config key {detail}; see configs/default.py '
-                     'for the keys there are.\n')
+    message = (f'unknown config key {detail}; see configs/default.py for the '
+               'keys there are.')
+  sys.stderr.write(f'error: {message}\n')
   sys.exit(errors.BAD_INPUT)
+
+
+def _check_config_file(argv: list[str]) -> None:
+  """ml_collections reports a missing config file only when the config is
+  first used: in several lines, or a traceback when a key is overridden."""
+  config_argument = _config_argument(
+      flags.FLAGS.read_flags_from_files(argv, force_gnu=False))
+  if config_argument is None:
+    return
+  path = config_argument.split(':', 1)[0]
+  if not os.path.isfile(path):
+    raise errors.ConfigArgumentError(
+        f'config file {path} does not exist; give --config=FILE, e.g. '
+        'configs/ucf101.py')
+
+
+def _config_argument(argv: list[str]) -> str | None:
+  """The value of the last --config in `argv`, which is the one absl keeps."""
+  value = None
+  for index, arg in enumerate(argv):
+    name, equals, given = arg.partition('=')
+    if name in ('--config', '-config'):
+      value = given if equals else (argv[index + 1] if index + 1 < len(argv)
+                                    else None)
+  return value
 
 
 def main(argv):

@@ -11,12 +11,25 @@ THREE_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=3',
                  'JAX_PLATFORMS': 'cpu'}
 
 
-def _train(workdir, *overrides, env=None):
+def _run(*args, env=None):
   return subprocess.run(
-      [sys.executable, '-m', 'pasnet_jax.main', '--config=configs/synthetic.py',
-       f'--workdir={workdir}', *overrides], cwd=ROOT, capture_output=True,
-      text=True, timeout=300,
+      [sys.executable, '-m', 'pasnet_jax.main', *args], cwd=ROOT,
+      capture_output=True, text=True, timeout=300,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **(env or {})))
+
+
+def _train(workdir, *overrides, env=None):
+  return _run('--config=configs/synthetic.py', f'--workdir={workdir}',
+              *overrides, env=env)
+
+
+def _only_line(result):
+  """The one line of stderr, after checking that nothing else came."""
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  lines = result.stderr.splitlines()
+  assert len(lines) == 1, result.stderr[-3000:]
+  return lines[0]
 
 
 @pytest.mark.parametrize('overrides, message, env', [
@@ -43,6 +56,26 @@ def test_bad_config_is_one_clear_line(overrides, message, env, tmp_path):
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+
+
+@pytest.mark.parametrize('config, message', [
+    ('configs/synthetic.py:frame=8',
+     "error: unknown config argument 'frame' (--config=FILE:key=value,...); "
+     'valid: frames, fusion'),
+    ('configs/ucf101.py:split=2,frames=many',
+     "error: config argument frames='many' is not of type int (e.g. "
+     'frames=16)'),
+    ('configs/ucf10.py:split=2',
+     'error: config file configs/ucf10.py does not exist; give '
+     '--config=FILE, e.g. configs/ucf101.py'),
+])
+def test_bad_config_argument_is_one_line(config, message, tmp_path):
+  workdir = tmp_path / 'run'
+  # With an override as well, a missing file was a traceback.
+  result = _run(f'--config={config}', '--config.frames=8',
+                f'--workdir={workdir}')
+  assert _only_line(result) == message
+  assert not workdir.exists()
 
 
 def test_unwritable_workdir_is_one_clear_line(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from configs import default, hmdb51, synthetic, ucf101
 from pasnet_jax import config_checks
+from pasnet_jax import errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,8 +30,16 @@ def test_config_arguments_keep_commas_inside_fusion_names():
 
 
 def test_unknown_config_argument_lists_the_valid_ones():
-  with pytest.raises(ValueError, match="Unknown config argument 'splits'; valid: frames, fusion, split"):
+  with pytest.raises(errors.ConfigArgumentError, match=(
+      r"unknown config argument 'splits' \(--config=FILE:key=value,...\); "
+      'valid: frames, fusion, split')):
     ucf101.get_config('splits=2')
+
+
+def test_config_argument_of_the_wrong_type_names_the_key():
+  with pytest.raises(errors.ConfigArgumentError, match=(
+      r"config argument split='two' is not of type int \(e.g. split=1\)")):
+    hmdb51.get_config('split=two')
 
 
 def test_paper_defaults():
