@@ -7,7 +7,9 @@
 Running the same command again resumes from the latest complete checkpoint.
 """
 
+import difflib
 import os
+import re
 import sys
 
 from absl import app
@@ -16,12 +18,15 @@ from absl import logging
 from ml_collections import config_flags
 
 from pasnet_jax import cli
+from pasnet_jax import config_files
 from pasnet_jax import errors
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, '
                                'logs and results.', required=True)
 config_flags.DEFINE_config_file('config', None, 'Training config file.',
                                 lock_config=True)
+
+_OVERRIDE = re.compile(r'--?(?:no)?config\.([^=\[]+)')
 
 
 def parse_flags(argv):
@@ -31,10 +36,12 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except (flags.Error, errors.ConfigArgumentError) as error:
     message = str(error).replace('\n', ' ')
-  except (KeyError, AttributeError) as error:
-    detail = str(error.args[0] if error.args else error).replace('\n', ' ')
-    message = (f'unknown config key {detail}; see configs/default.py for the '
-               'keys there are.')
+  except (KeyError, AttributeError):
+    # ml_collections's message for an unknown key is the repr of a
+    # multi-line KeyError, without the key's full path.
+    message = _unknown_keys_message(argv)
+    if message is None:
+      raise
   sys.stderr.write(f'error: {message}\n')
   sys.exit(errors.BAD_INPUT)
 
@@ -51,6 +58,43 @@ def _check_config_file(argv: list[str]) -> None:
     raise errors.ConfigArgumentError(
         f'config file {path} does not exist; give --config=FILE, e.g. '
         'configs/ucf101.py')
+
+
+def _unknown_keys_message(argv: list[str]) -> str | None:
+  """Names each --config.KEY of `argv` that the config lacks, with the keys
+  closest to it; None when every key is there."""
+  argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
+  config_argument = _config_argument(argv)
+  if config_argument is None:
+    return None
+  config = flags.FLAGS['config'].parser.parse(config_argument)
+  leaves = [key for key, _ in config_files.flat_items(config)]
+  groups = {leaf.rsplit('.', depth)[0] for leaf in leaves
+            for depth in range(1, leaf.count('.') + 1)}
+  unknown = []
+  for match in filter(None, map(_OVERRIDE.match, argv)):
+    key = match.group(1)
+    if key in leaves or key in groups:
+      continue
+    closest = _closest_keys(key, leaves)
+    unknown.append(f'{key} (closest: {", ".join(closest)})' if closest
+                   else key)
+  if not unknown:
+    return None
+  return (f'unknown config key{"s" if len(unknown) > 1 else ""} '
+          f'{", ".join(unknown)}; configs/default.py defines every key')
+
+
+def _closest_keys(key: str, leaves: list[str]) -> list[str]:
+  """Up to three keys of `leaves` that `key` may have meant."""
+  # A key in the wrong group (optimiser.learning_rate) is found by its last
+  # part, a misspelt one (num_train_step) by its whole path.
+  last = key.rsplit('.', 1)[-1]
+  closest = [leaf for leaf in leaves if difflib.get_close_matches(
+      last, [leaf.rsplit('.', 1)[-1]], 1, 0.75)]
+  closest += [leaf for leaf in difflib.get_close_matches(key, leaves, 3, 0.6)
+              if leaf not in closest]
+  return closest[:3]
 
 
 def _config_argument(argv: list[str]) -> str | None:
