@@ -23,8 +23,8 @@ from pasnet_jax import errors
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, '
                                'logs and results.', required=True)
-config_flags.DEFINE_config_file('config', None, 'Training config file.',
-                                lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Training config file.', lock_config=True)
 
 _OVERRIDE = re.compile(r'--?(?:no)?config\.([^=\[]+)')
 
@@ -111,11 +111,14 @@ def _config_argument(argv: list[str]) -> str | None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  from pasnet_jax import train  # pylint: disable=g-import-not-at-top
-  config = flags.FLAGS.config
-  logging.info('Config:\n%s', config)
+  config = _CONFIG.value
   cli.quiet_libraries()
   with cli.clean_errors():
+    # Imported here, so that --help and flag errors answer without JAX.
+    from pasnet_jax import config_checks  # pylint: disable=g-import-not-at-top
+    config_checks.check_config(config)
+    logging.info('Config:\n%s', config)
+    from pasnet_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, _WORKDIR.value)
 
 
