@@ -1,10 +1,13 @@
 """Trains and evaluates PAS-Net.
 
   python -m pasnet_jax.main --config=configs/ucf101.py --workdir=DIR
-  python -m pasnet_jax.main --config=configs/ucf101.py:split=2,frames=32 \
+  python -m pasnet_jax.main --config=configs/ucf101.py:split=2,frames=32 \\
       --config.optimizer.learning_rate=0.0005 --workdir=DIR
 
 Running the same command again resumes from the latest complete checkpoint.
+Every key of a config, with its value and meaning:
+
+  python -m pasnet_jax.main --config=configs/ucf101.py --print_config
 """
 
 import difflib
@@ -15,18 +18,28 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 from pasnet_jax import cli
 from pasnet_jax import config_files
 from pasnet_jax import errors
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, '
-                               'logs and results.', required=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Directory for checkpoints, logs and results; needed '
+    'unless --print_config.')
+_PRINT_CONFIG = flags.DEFINE_bool(
+    'print_config', False, 'Print the resolved config (after the '
+    '--config.KEY overrides), each key with its value and meaning, and exit '
+    'without training.')
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Training config file.', lock_config=True)
+    'config', None, 'Config file, as FILE or FILE:key=value,... (see its '
+    'get_config); --config.KEY=VALUE sets any key, and --print_config lists '
+    'them.', lock_config=True)
 
 _OVERRIDE = re.compile(r'--?(?:no)?config\.([^=\[]+)')
+# Where printed values end and their meanings start, unless a value is longer.
+_MEANING_COLUMN = 40
 
 
 def parse_flags(argv):
@@ -82,7 +95,8 @@ def _unknown_keys_message(argv: list[str]) -> str | None:
   if not unknown:
     return None
   return (f'unknown config key{"s" if len(unknown) > 1 else ""} '
-          f'{", ".join(unknown)}; configs/default.py defines every key')
+          f'{", ".join(unknown)}; --print_config lists every key with its '
+          'meaning')
 
 
 def _closest_keys(key: str, leaves: list[str]) -> list[str]:
@@ -108,6 +122,18 @@ def _config_argument(argv: list[str]) -> str | None:
   return value
 
 
+def _config_lines(config: ml_collections.ConfigDict,
+                 meanings: dict[str, str]) -> list[str]:
+  """`key = value  # meaning` for every key of `config`."""
+  lines = []
+  for key, value in config_files.flat_items(config):
+    setting = f'{key} = {value!r}'
+    meaning = meanings.get(key)
+    lines.append(f'{setting:<{_MEANING_COLUMN}}  # {meaning}' if meaning
+                 else setting)
+  return lines
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
@@ -117,6 +143,13 @@ def main(argv):
     # Imported here, so that --help and flag errors answer without JAX.
     from pasnet_jax import config_checks  # pylint: disable=g-import-not-at-top
     config_checks.check_config(config)
+    if _PRINT_CONFIG.value:
+      # Every config file builds on the default.py beside it.
+      config_file = config_flags.get_config_filename(flags.FLAGS['config'])
+      default = config_files.load_beside(config_file.split(':', 1)[0],
+                                         'default')
+      print('\n'.join(_config_lines(config, default.MEANINGS)))
+      return
     logging.info('Config:\n%s', config)
     from pasnet_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, _WORKDIR.value)
@@ -124,4 +157,8 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
+  flags.register_multi_flags_validator(
+      ['workdir', 'print_config'],
+      lambda values: values['workdir'] is not None or values['print_config'],
+      message='--workdir is required to train (--print_config needs none)')
   sys.exit(app.run(main, flags_parser=parse_flags))

@@ -1,10 +1,15 @@
-"""The training command's answers to bad configs: one line, exit 2, no work."""
+"""The training command's answers to bad configs (one line, exit 2, no work)
+and its listing of the config's keys (--print_config)."""
 
 import os
 import subprocess
 import sys
 
 import pytest
+
+from configs import default
+from configs import ucf101
+from pasnet_jax import config_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREE_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=3',
@@ -35,13 +40,13 @@ def _only_line(result):
 @pytest.mark.parametrize('overrides, message', [
     (['--config.num_train_step=3'],
      'error: unknown config key num_train_step (closest: num_train_steps, '
-     'stage1.num_train_steps, accumulation_steps); configs/default.py '
-     'defines every key'),
+     'stage1.num_train_steps, accumulation_steps); --print_config lists '
+     'every key with its meaning'),
     (['--config.optimiser.learning_rate=1', '--config.model.fussion=A'],
      'error: unknown config keys optimiser.learning_rate (closest: '
      'optimizer.learning_rate, stage1.learning_rate, optimizer.decay_at), '
      'model.fussion (closest: model.fusion, model.fusion_conv_init); '
-     'configs/default.py defines every key'),
+     '--print_config lists every key with its meaning'),
     (['--config.frames=abc'],
      "error: flag --config.frames=abc: invalid literal for int() with base "
      "10: 'abc'"),
@@ -96,6 +101,49 @@ def test_batch_that_does_not_split_over_the_devices_is_one_line(tmp_path):
       in result.stderr)
   assert 'Traceback' not in result.stderr
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+
+
+@pytest.mark.parametrize('workdir_given', [True, False])
+def test_print_config_lists_each_key_with_its_value_and_meaning(
+    workdir_given, tmp_path):
+  workdir = tmp_path / 'run'
+  result = _run('--config=configs/ucf101.py:split=2',
+                '--config.optimizer.learning_rate=0.0005', '--print_config',
+                *([f'--workdir={workdir}'] if workdir_given else []))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  lines = result.stdout.splitlines()
+  config = ucf101.get_config()
+  assert [line.split(' = ')[0] for line in lines] == [
+      key for key, _ in config_files.flat_items(config)]
+  printed = {line.split(' = ')[0]: line for line in lines}
+  assert printed['optimizer.learning_rate'] == (
+      'optimizer.learning_rate = 0.0005          # '
+      + default.MEANINGS['optimizer.learning_rate'])
+  assert printed['dataset.config'].startswith("dataset.config = 'split2'  ")
+  for key, line in printed.items():
+    assert line.endswith('  # ' + default.MEANINGS[key]), line
+  assert not workdir.exists()
+
+
+def test_print_config_still_refuses_a_bad_value(tmp_path):
+  result = _run('--config=configs/synthetic.py', '--config.frames=0',
+                '--print_config')
+  assert _only_line(result) == (
+      'error: Invalid config: frames=0: need at least one frame (K >= 1)')
+  assert result.stdout == ''
+
+
+def test_training_needs_a_workdir():
+  assert _only_line(_run('--config=configs/synthetic.py')) == (
+      'error: flags workdir=None, print_config=False: --workdir is required '
+      'to train (--print_config needs none)')
+
+
+def test_help_lists_print_config():
+  result = _run('--help')
+  assert '--[no]print_config: Print the resolved config' in result.stdout
+  assert '--config.KEY=VALUE sets any key' in result.stdout
 
 
 def test_unwritable_workdir_is_one_clear_line(tmp_path):
