@@ -14,12 +14,12 @@ default = config_files.load_beside(__file__, 'default')
 
 
 def get_config(arg: str = ''):
-  options = default.parse_options(arg, {'frames': '4',
+  options = default.parse_options(arg, {'frames': 4,
                                         'fusion': 'A+pool(I)+pool(F)'})
   config = default.get_config()
   config.dataset.name = 'synthetic_actions'
   config.dataset.config = ''
-  config.frames = int(options['frames'])
+  config.frames = options['frames']
   config.image_size = 64
   config.eval_short_side = 72
   config.model.fusion = options['fusion']

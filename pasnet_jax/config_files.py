@@ -9,6 +9,9 @@ import importlib.util
 import os
 import sys
 import types
+from typing import Any, Iterator
+
+import ml_collections
 
 
 def load_beside(config_file: str, name: str) -> types.ModuleType:
@@ -22,3 +25,13 @@ def load_beside(config_file: str, name: str) -> types.ModuleType:
     spec.loader.exec_module(module)
     sys.modules[module_name] = module
   return sys.modules[module_name]
+
+
+def flat_items(config: ml_collections.ConfigDict,
+               prefix: str = '') -> Iterator[tuple[str, Any]]:
+  """(dotted key, value) of every leaf, as `--config.KEY` names them."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from flat_items(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value

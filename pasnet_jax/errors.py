@@ -23,6 +23,15 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the key and a fix."""
 
 
+class ConfigArgumentError(Exception):
+  """A bad --config: a missing FILE, or a bad key or value in the argument
+  that FILE:key=value,... passes to its get_config.
+
+  Not a ValueError: ml_collections turns a ValueError from `get_config` into
+  a flag error whose message is the whole traceback.
+  """
+
+
 class TrainingError(Exception):
   """Training cannot go on; the message says why and what to do."""
 

@@ -1,6 +1,8 @@
 """Every shipped config is valid and loads from anywhere, config arguments
 parse as documented, and the models package offers what a config builds."""
 
+import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -11,6 +13,8 @@ import pytest
 
 from configs import default, hmdb51, synthetic, ucf101
 from pasnet_jax import config_checks
+from pasnet_jax import config_files
+from pasnet_jax import errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,8 +33,46 @@ def test_config_arguments_keep_commas_inside_fusion_names():
 
 
 def test_unknown_config_argument_lists_the_valid_ones():
-  with pytest.raises(ValueError, match="Unknown config argument 'splits'; valid: frames, fusion, split"):
+  with pytest.raises(errors.ConfigArgumentError, match=(
+      r"unknown config argument 'splits' \(--config=FILE:key=value,...\); "
+      'valid: frames, fusion, split')):
     ucf101.get_config('splits=2')
+
+
+def test_config_argument_of_the_wrong_type_names_the_key():
+  with pytest.raises(errors.ConfigArgumentError, match=(
+      r"config argument split='two' is not of type int \(e.g. split=1\)")):
+    hmdb51.get_config('split=two')
+
+
+def _every_config_file():
+  """{name: module} of each configs/*.py with a get_config, new ones too."""
+  modules = {}
+  for path in sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py'))):
+    name = os.path.basename(path)[:-3]
+    spec = importlib.util.spec_from_file_location(f'_every_config_{name}',
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if hasattr(module, 'get_config'):
+      modules[name] = module
+  return modules
+
+
+def test_every_key_of_every_config_has_a_one_line_meaning():
+  modules = _every_config_file()
+  assert {'default', 'ucf101', 'hmdb51', 'synthetic'} <= set(modules)
+  for name, module in modules.items():
+    keys = {key for key, _ in config_files.flat_items(module.get_config())}
+    assert keys - set(default.MEANINGS) == set(), (
+        f'configs/{name}.py has keys without a meaning in default.MEANINGS')
+  for key, meaning in default.MEANINGS.items():
+    assert meaning and '\n' not in meaning, key
+
+
+def test_every_meaning_is_of_a_key_there_is():
+  keys = [key for key, _ in config_files.flat_items(default.get_config())]
+  assert sorted(default.MEANINGS) == keys
 
 
 def test_paper_defaults():
