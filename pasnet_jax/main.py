@@ -17,7 +17,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
@@ -141,16 +140,15 @@ def main(argv):
   cli.quiet_libraries()
   with cli.clean_errors():
     # Imported here, so that --help and flag errors answer without JAX.
-    from pasnet_jax import config_checks  # pylint: disable=g-import-not-at-top
-    config_checks.check_config(config)
     if _PRINT_CONFIG.value:
+      from pasnet_jax import config_checks  # pylint: disable=g-import-not-at-top
+      config_checks.check_config(config)
       # Every config file builds on the default.py beside it.
       config_file = config_flags.get_config_filename(flags.FLAGS['config'])
       default = config_files.load_beside(config_file.split(':', 1)[0],
                                          'default')
       print('\n'.join(_config_lines(config, default.MEANINGS)))
       return
-    logging.info('Config:\n%s', config)
     from pasnet_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, _WORKDIR.value)
 

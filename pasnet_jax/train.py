@@ -503,6 +503,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_checks.check_config(config)
   parallel.initialize_distributed(config.distributed)
   config_checks.check_devices(config)
+  # After the checks, so that an error is the first thing a user reads.
+  logging.info('Config:\n%s', config)
   try:
     return _train_and_evaluate(config, os.path.abspath(workdir), dataset)
   except jax.errors.JaxRuntimeError as error:
