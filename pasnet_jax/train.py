@@ -126,8 +126,9 @@ def _cross_entropy(logits, labels):
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
-               optimizer: optax.GradientTransformation, accumulation_steps: int,
-               mesh: jax.sharding.Mesh) -> tuple[TrainState, dict]:
+               optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+               accumulation_steps: int, mesh: jax.sharding.Mesh
+               ) -> tuple[TrainState, dict]:
   """One optimizer step over a global batch, in `accumulation_steps` parts.
 
   BatchNorm statistics advance once per microbatch, as they would if the
@@ -178,6 +179,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
   step_metrics = {'loss': loss,
                   'accuracy': correct / batch['label'].shape[0],
                   'grad_norm': optax.global_norm(grads),
+                  'learning_rate': schedule(state.step) * state.lr_scale,
                   # Checked on the host before anything is saved.
                   'finite': jnp.isfinite(loss) & jnp.isfinite(
                       optax.global_norm(params))}
@@ -257,7 +259,7 @@ class _Progress:
     if self.writer is not None:
       self.writer.scalars(step, values)
 
-  def train(self, step: int, values: dict[str, float], lr: float,
+  def train(self, step: int, values: dict[str, float],
             steps_per_epoch: float) -> None:
     now = time.time()
     steps_per_second = (step - self.last_step) / max(now - self.last_time, 1e-9)
@@ -266,13 +268,13 @@ class _Progress:
     eta = (self.total - step) * (now - self.start_time) / max(done, 1)
     logging.info('step %d/%d (epoch %.2f) loss %.4f acc %.3f lr %.2e | '
                  '%.2f steps/s %.1f clips/s | ETA %s', step, self.total,
-                 step / steps_per_epoch, values['loss'], values['accuracy'], lr,
+                 step / steps_per_epoch, values['loss'], values['accuracy'],
+                 values['learning_rate'],
                  steps_per_second, steps_per_second * self.clips,
                  time.strftime('%H:%M:%S', time.gmtime(eta)))
     self.scalars(step, {f'train/{k}': v for k, v in values.items()} |
-                 {'train/learning_rate': lr, 'train/steps_per_second': steps_per_second,
+                 {'train/steps_per_second': steps_per_second,
                   'train/clips_per_second': steps_per_second * self.clips})
-
 
 
 def _without_mask(local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -316,9 +318,11 @@ class _StepMetrics:
       self._unlogged.append({k: float(v) for k, v in values.items()})
 
   def logged(self) -> dict[str, float]:
-    """The mean of each metric over the steps since the last call."""
+    """Each metric's mean over the steps since the last call; the learning
+    rate of the last of them."""
     means = {name: float(np.mean([values[name] for values in self._unlogged]))
              for name in self._unlogged[0]}
+    means['learning_rate'] = self._unlogged[-1]['learning_rate']
     self._unlogged = []
     return means
 
@@ -340,7 +344,7 @@ def create_training(config: ml_collections.ConfigDict, model: PASNet,
                       rng=jax.random.PRNGKey(config.seed),
                       lr_scale=jnp.ones((), jnp.float32))
   step_fn = jax.jit(functools.partial(
-      train_step, model=model, optimizer=optimizer,
+      train_step, model=model, optimizer=optimizer, schedule=schedule,
       accumulation_steps=config.accumulation_steps, mesh=mesh),
                     donate_argnums=(0,))
   replicated = parallel.replicated_sharding(mesh)
@@ -361,6 +365,20 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
   `run_dir` is the run's directory, where stage 2 finds stage 1.
   """
   workdir_lib.check_workdir(workdir)
+  # As the authors' loop: an epoch's last, incomplete batch is not taken.
+  steps_per_epoch = max(dataset.num_train_examples // config.batch_size, 1)
+  num_steps = config.num_train_steps or max(
+      round(config.num_epochs * steps_per_epoch), 1)
+  finished = workdir_lib.finished_results(config, workdir, num_steps,
+                                          dataset.num_classes)
+  if finished is not None:
+    logging.info('%s has finished its %d steps: top-1 %.4f top-5 %.4f mean '
+                 'class %.4f over %d videos (step %d). To train on, raise '
+                 '--config.num_epochs (or num_train_steps).', workdir,
+                 num_steps, finished['top1'], finished['top5'],
+                 finished['mean_class_accuracy'], finished['num_videos'],
+                 finished['step'])
+    return finished
   sources = initial_weights.sources_for(config, stage, run_dir)
   # The weights' own ECO layout; the config's only for random weights.
   config = ml_collections.ConfigDict(config.to_dict())
@@ -370,10 +388,6 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
   model = create_model(config.model, dataset.num_classes)
   frames, size = config.frames, config.image_size
   local_batch = parallel.local_batch_size(config.batch_size)
-  # As the authors' loop: an epoch's last, incomplete batch is not taken.
-  steps_per_epoch = max(dataset.num_train_examples // config.batch_size, 1)
-  num_steps = config.num_train_steps or max(
-      round(config.num_epochs * steps_per_epoch), 1)
   eval_every = config.eval_every_steps or max(
       round(config.eval_every_epochs * steps_per_epoch), 1)
   schedule = learning_rate_schedule(config, config.optimizer.learning_rate,
@@ -395,7 +409,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
     plateau = Plateau(**data_state['plateau'])
     logging.info('Resuming %s from step %d (checkpoint %s/%d)', workdir, latest,
                  manager.directory, latest)
-  start_step = int(state.step)
+  start_step = int(jax.device_get(state.step))
 
   eval_fn = jax.jit(functools.partial(evaluation.eval_step, model=model))
 
@@ -441,9 +455,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
         # The only points where the loop waits for the device.
         metrics.fetch_and_check()
       if log_now:
-        progress.train(step, metrics.logged(),
-                       float(schedule(step - 1)) * plateau.lr_scale(config),
-                       steps_per_epoch)
+        progress.train(step, metrics.logged(), steps_per_epoch)
       evaluated = None
       if eval_now:
         summary = run_eval(state)
@@ -475,13 +487,15 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
 
   if summary is None:
     summary = run_eval(state)
+  final_step = int(jax.device_get(state.step))
   best = checkpoints.best_step(manager)
-  if best is not None and best != int(state.step):
+  if best is not None and best != final_step:
     state, _ = checkpoints.restore(manager, best, checkpoints.abstract_like(state))
-    summary = run_eval(state)
+    summary, final_step = run_eval(state), best
   manager.close()
   results = workdir_lib.write_results(workdir, summary, dataset.class_names, {
-      'step': int(state.step), 'fusion': config.model.fusion, 'frames': frames,
+      'step': final_step, 'num_train_steps': num_steps,
+      'fusion': config.model.fusion, 'frames': frames,
       'image_size': size, 'dataset': config.dataset.name,
       'dataset_config': config.dataset.config,
       'split': config.dataset.eval_split,

@@ -9,6 +9,7 @@ final evaluation. A twice-finetune run keeps each stage in its own
 subdirectory, and its final model in stage2.
 """
 
+import json
 import os
 import shlex
 import tempfile
@@ -77,6 +78,27 @@ def claim_workdir(config: ml_collections.ConfigDict, workdir: str,
     checkpoints.write_format(workdir, identity)
     checkpoints.write_json_atomically(os.path.join(workdir, 'config.json'),
                                       config.to_dict())
+
+
+def finished_results(config: ml_collections.ConfigDict, workdir: str,
+                     num_steps: int, num_classes: int) -> dict | None:
+  """The results of the stage in `workdir` if it has trained its `num_steps`
+  steps under this config; None if there is anything left to do."""
+  path = os.path.join(workdir, 'results.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    results = json.load(f)
+  if results.get('num_train_steps') != num_steps:
+    return None
+  # The layout comes from the initial weights, which a finished stage does
+  # not load; every other part of the identity must agree.
+  identity = _run_identity(config, num_classes)
+  previous = checkpoints.read_format(workdir) or {}
+  if any(previous.get(key) != value for key, value in identity.items()
+         if key != 'model.eco_layout'):
+    return None
+  return results
 
 
 def write_results(workdir: str, summary: dict, class_names, extra: dict) -> dict:

@@ -60,19 +60,10 @@ def main():
   labels = rng.integers(0, CLASSES, (STEPS, GLOBAL_BATCH)).astype(np.int32)
 
   variables = init_variables(model, 0, video[0, :1].shape)
-  optimizer = train.create_optimizer(
-      config, variables['params'], model,
-      train.learning_rate_schedule(config, config.optimizer.learning_rate,
-                                   config.num_train_steps))
-  state = train.TrainState(step=np.zeros((), np.int32), params=variables['params'],
-                           batch_stats=variables['batch_stats'],
-                           opt_state=optimizer.init(variables['params']),
-                           rng=jax.random.PRNGKey(1),
-                           lr_scale=np.ones((), np.float32))
-  initial = jax.device_get(variables['params'])
-  state = jax.device_put(state, parallel.replicated_sharding(mesh))
-  step = jax.jit(lambda s, b: train.train_step(
-      s, b, model=model, optimizer=optimizer, accumulation_steps=1, mesh=mesh))
+  schedule = train.learning_rate_schedule(
+      config, config.optimizer.learning_rate, config.num_train_steps)
+  initial = jax.tree_util.tree_map(np.copy, variables['params'])
+  state, step = train.create_training(config, model, variables, schedule, mesh)
   rows = GLOBAL_BATCH // jax.process_count()
   first = jax.process_index() * rows
   for i in range(STEPS):
