@@ -15,7 +15,7 @@ pose frozen) goes to the 50 convolutions of 7 x 7 x 128 -> 128 (and 185 ->
 Each form is checked against `xla` (max abs difference over the output's
 largest value) and reported in ms, TFLOP/s and as a fraction of a same-dtype
 8192^3 (GPU) or 4096^3 (CPU) matmul measured in the run. The model keeps
-`xla`, the fastest form measured on both machines (README, Performance).
+`xla`, the fastest form measured on both machines (docs/performance.md).
 """
 
 import argparse
