@@ -48,6 +48,7 @@ import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 from benchmarks import input as input_benchmark  # pylint: disable=g-import-not-at-top
 from configs import ucf101  # pylint: disable=g-import-not-at-top
 from pasnet_jax import parallel  # pylint: disable=g-import-not-at-top
+from pasnet_jax import provenance  # pylint: disable=g-import-not-at-top
 from pasnet_jax import train  # pylint: disable=g-import-not-at-top
 from pasnet_jax.data import datasets  # pylint: disable=g-import-not-at-top
 from pasnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -206,7 +207,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   mesh = parallel.make_mesh()
-  results = {'date': datetime.date.today().isoformat(),
+  results = {**provenance.git_state(REPO),
+             'date': datetime.date.today().isoformat(),
              'machine': f'{platform.processor() or platform.machine()}, '
                         f'{len(os.sched_getaffinity(0))} cores',
              'devices': [str(d) for d in jax.devices()],

@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import pathlib
 import platform
+import sys
 import tempfile
 import time
 
@@ -43,12 +44,19 @@ import numpy as np
 import simplejpeg
 import tensorflow_datasets as tfds
 
-import pasnet_jax.data  # registers the builders  # pylint: disable=unused-import
-from pasnet_jax.data import frames_builder
-from pasnet_jax.data import pipeline
-from pasnet_jax.data import records
-from pasnet_jax.data import sampling
-from pasnet_jax.data import splits
+# This checkout's package, which its results describe, even where another
+# is installed.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+from pasnet_jax import provenance  # pylint: disable=g-import-not-at-top
+import pasnet_jax.data  # registers the builders  # pylint: disable=unused-import,g-import-not-at-top
+from pasnet_jax.data import frames_builder  # pylint: disable=g-import-not-at-top
+from pasnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from pasnet_jax.data import records  # pylint: disable=g-import-not-at-top
+from pasnet_jax.data import sampling  # pylint: disable=g-import-not-at-top
+from pasnet_jax.data import splits  # pylint: disable=g-import-not-at-top
 
 WIDTH, HEIGHT, FPS = 320, 240, 25
 # Batches per core read before timing: the workers' prefetched batches.
@@ -260,7 +268,8 @@ def main():
   parser.add_argument('--batches', type=int, default=45)
   parser.add_argument('--out', default='benchmarks/input_results.json')
   args = parser.parse_args()
-  results = {'machine': f'{platform.processor() or platform.machine()}, '
+  results = {**provenance.git_state(REPO),
+             'machine': f'{platform.processor() or platform.machine()}, '
                         f'{len(os.sched_getaffinity(0))} cores',
              'videos': args.videos, 'frames_per_video': args.frames}
   with tempfile.TemporaryDirectory() as tmp:

@@ -15,16 +15,24 @@ pose frozen) goes to the 50 convolutions of 7 x 7 x 128 -> 128 (and 185 ->
 Each form is checked against `xla` (max abs difference over the output's
 largest value) and reported in ms, TFLOP/s and as a fraction of a same-dtype
 8192^3 (GPU) or 4096^3 (CPU) matmul measured in the run. The model keeps
-`xla`, the fastest form measured on both machines (README, Performance).
+`xla`, the fastest form measured on both machines (docs/performance.md).
 """
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+from pasnet_jax import provenance  # noqa: E402
 
 
 def xla_conv(x, kernel):
@@ -95,7 +103,8 @@ def main(argv=None):
   parser.add_argument('--out', default=None, help='JSON path')
   args = parser.parse_args(argv)
 
-  results = {'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
+  results = {**provenance.git_state(REPO),
+             'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
              'matmul_tflops': {}, 'rows': []}
   size = 8192 if on_gpu else 4096
   for dtype in args.dtypes.split(','):

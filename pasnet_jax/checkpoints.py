@@ -124,18 +124,27 @@ def _storage_errors(manager: ocp.CheckpointManager, step: int | None):
         f'{resume}.') from error
 
 
+def _best_metric(metrics: dict) -> float:
+  return metrics[BEST_METRIC]
+
+
+# Orbax writes a step's metrics, and its best_step() ranks steps by them,
+# only when best_fn is set; without it best_step() is the latest step.
+_TRACK_BEST = {'best_fn': _best_metric, 'best_mode': 'max'}
+
+
 def create_manager(workdir: str, keep: int,
                    asynchronous: bool = True) -> ocp.CheckpointManager:
   """Manager keeping the `keep` latest steps and the best by eval top-1."""
   silence_abandoned_work()
   policy = preservation_policy.AnyPreservationPolicy([
       preservation_policy.LatestN(n=keep),
-      preservation_policy.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+      preservation_policy.BestN(get_metric_fn=_best_metric, n=1,
                                 keep_checkpoints_without_metrics=False),
   ])
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policy, create=True, cleanup_tmp_directories=True,
-      enable_async_checkpointing=asynchronous)
+      enable_async_checkpointing=asynchronous, **_TRACK_BEST)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir),
                                             CHECKPOINT_DIR),
                                item_handlers=_item_handlers(), options=options)
@@ -287,7 +296,7 @@ def _load_run(workdir: str, which: str) -> dict:
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   manager = ocp.CheckpointManager(
       directory, item_handlers=_item_handlers(),
-      options=ocp.CheckpointManagerOptions(read_only=True))
+      options=ocp.CheckpointManagerOptions(read_only=True, **_TRACK_BEST))
   step = best_step(manager) if which == 'best' else manager.latest_step()
   if step is None:
     raise CheckpointError(f'Workdir {workdir} holds no complete checkpoint.')

@@ -69,3 +69,24 @@ def test_format_file_round_trip_and_newer_format(tmp_path):
   path.write_text('{"format_vers')
   with pytest.raises(errors.CheckpointError, match='is unreadable'):
     checkpoints.read_format(str(tmp_path))
+
+
+def test_the_best_step_is_the_best_evaluated_one_also_after_reopening(tmp_path):
+  workdir = str(tmp_path)
+  manager = checkpoints.create_manager(workdir, keep=2, asynchronous=False)
+  state = _fresh()
+  for step, top1 in [(1, 0.9), (2, 0.1), (3, 0.2), (4, 0.3)]:
+    state['params']['classifier']['bias'] = np.full((10,), float(step))
+    checkpoints.save(manager, step, state, {'position': step},
+                     metrics={'top1': top1})
+  checkpoints.wait(manager)
+  assert checkpoints.complete_steps(str(tmp_path / 'checkpoints')) == [1, 3, 4]
+  assert checkpoints.best_step(manager) == 1
+  manager.close()
+  checkpoints.write_format(workdir, {'model.fusion': 'A', 'num_classes': 10})
+  best = checkpoints.load_variables(workdir)
+  np.testing.assert_array_equal(best['params']['classifier']['bias'],
+                                np.full((10,), 1.0))
+  latest = checkpoints.load_variables(workdir, which='latest')
+  np.testing.assert_array_equal(latest['params']['classifier']['bias'],
+                                np.full((10,), 4.0))

@@ -24,8 +24,9 @@ class Hmdb51Frames(frames_builder.VideoFramesBuilder):
   booktitle={ICCV},
   year={2011}}"""
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-  Download from the HMDB-51 homepage and put in the manual directory, as
-  published:
+  Download from
+  https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/
+  and put in the manual directory, as published:
     hmdb51_org.rar          (a RAR of 51 per-class RARs; or a folder
                              hmdb51_org/ holding those RARs or their
                              unpacked class folders)

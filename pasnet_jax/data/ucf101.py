@@ -26,8 +26,8 @@ class Ucf101Frames(frames_builder.VideoFramesBuilder):
   manual directory, as published:
     UCF101.rar                                    (or its folder UCF-101/)
     UCF101TrainTestSplits-RecognitionTask.zip     (or its folder ucfTrainTestlist/)
-  Reading RAR members needs a RAR unpacker (unrar-free or libarchive-tools;
-  scripts/setup.sh installs one).
+  Reading its compressed RAR members needs bsdtar (libarchive-tools, which
+  scripts/setup.sh installs) or RARLAB's unrar.
   """
 
   def _listed_videos(self, files, source):
