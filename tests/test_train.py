@@ -52,6 +52,19 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
   assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(state))
 
 
+def test_a_finished_run_reports_its_results_instead_of_training_again(
+    twice, caplog, tiny_dataset):
+  with open(os.path.join(twice, 'results.json')) as f:
+    before = json.load(f)
+  caplog.set_level(logging.INFO)
+  config = run_helpers.small_config(strategy='twice', num_train_steps=1)
+  config.model.fusion = 'A+pool(I)+pool(F)'
+  results = train.train_and_evaluate(config, twice, tiny_dataset)
+  assert caplog.text.count('has finished its') == 2
+  assert 'Training' not in caplog.text and 'eval at step' not in caplog.text
+  assert results == before
+
+
 def test_the_loop_waits_for_metrics_only_to_log_evaluate_or_save(
     tmp_path, tiny_dataset, monkeypatch):
   fetched = []
