@@ -519,6 +519,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_checks.check_devices(config)
   # After the checks, so that an error is the first thing a user reads.
   logging.info('Config:\n%s', config)
+  logging.info('JAX %s backend: %d %s devices over %d processes (%d here)',
+               jax.default_backend(), jax.device_count(),
+               jax.devices()[0].device_kind, jax.process_count(),
+               jax.local_device_count())
   try:
     return _train_and_evaluate(config, os.path.abspath(workdir), dataset)
   except jax.errors.JaxRuntimeError as error:
