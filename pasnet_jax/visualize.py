@@ -35,6 +35,18 @@ def feature_rows(features: dict) -> list[tuple[str, np.ndarray]]:
   return rows
 
 
+def pose_note(config) -> str | None:
+  """What the figure's pose rows can show, when the run had no OpenPose
+  weights: random pose features look like structure and mean nothing."""
+  if config.init.openpose or config.init.workdir:
+    return None
+  if config.model.freeze_pose:
+    return ('pose branch untrained: random, frozen weights (no OpenPose '
+            'checkpoint was given)')
+  return ('pose branch trained from random weights (no OpenPose checkpoint '
+          'was given)')
+
+
 def draw(frames: np.ndarray, rows, title: str, path: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -99,8 +111,11 @@ def main(argv):
     title = (f'{os.path.basename(argv[1])}: {trained.class_names[best]} '
              f'({probabilities[best] / probabilities.sum():.2f}), fusion '
              f'{trained.model.fusion}')
+    note = pose_note(config)
+    if note:
+      title += f'\n{note}'
     draw(np.asarray(clip, np.uint8), feature_rows(features), title, flags.FLAGS.out)
-    print(f'wrote {flags.FLAGS.out}')
+    print(f'wrote {flags.FLAGS.out}' + (f' ({note})' if note else ''))
 
 
 if __name__ == '__main__':

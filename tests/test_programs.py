@@ -69,3 +69,13 @@ def test_a_trained_run_is_loaded_in_the_layout_of_its_weights(tmp_path, layout):
       str(run_helpers.write_trained_run(tmp_path / 'run', eco_layout=layout)))
   assert trained.model.eco_layout == layout
   assert trained.config.model.eco_layout == layout
+
+
+def test_the_figure_says_when_the_pose_branch_is_untrained(twice):
+  config = inference.load_trained(twice).config
+  assert not config.init.openpose and config.model.freeze_pose
+  assert visualize.pose_note(config).startswith('pose branch untrained')
+  config.init.openpose = 'ckpt/openpose'
+  assert visualize.pose_note(config) is None
+  config.init.openpose, config.model.freeze_pose = '', False
+  assert 'trained from random weights' in visualize.pose_note(config)
