@@ -85,7 +85,7 @@ def _official_split_files(variable, names):
   return archives.read_text_files(pathlib.Path(source)), str(source)
 
 
-@pytest.mark.slow
+@pytest.mark.archives
 def test_official_ucf101_split_sizes():
   files, source = _official_split_files(
       'PASNET_UCF101_DIR', ('UCF101TrainTestSplits-RecognitionTask.zip',
@@ -100,7 +100,7 @@ def test_official_ucf101_split_sizes():
     assert (len(listed['train']), len(listed['test'])) == (train, test)
 
 
-@pytest.mark.slow
+@pytest.mark.archives
 def test_official_hmdb51_split_sizes():
   files, source = _official_split_files(
       'PASNET_HMDB51_DIR', ('test_train_splits.rar', 'testTrainMulti_7030_splits'))
