@@ -12,7 +12,14 @@ from pasnet_jax.models.pasnet import PASNet, with_pose_transforms
 from pasnet_jax.models.pose import OpenPose
 from tests.conftest import random_variables
 
-VIDEO_SHAPE = (1, 2, 64, 64, 3)
+# 12 x 12 stage maps, which "auto" sends through the FFT.
+VIDEO_SHAPE = (1, 2, 96, 96, 3)
+
+
+@pytest.fixture(scope='module')
+def prepared():
+  """PASNet variables with the pose spectra (the same at any frame size)."""
+  return with_pose_transforms(random_variables(PASNet(5), VIDEO_SHAPE))
 
 
 def direct_conv(x, kernel):
@@ -58,14 +65,27 @@ def test_spectra_memory_is_the_same_at_any_frame_size():
   assert transform_conv.spectra_bytes((7, 7, 128, 128)) == 20 * 11 * 128 * 128 * 8
 
 
-def test_memory_limit_leaves_the_spectra_out_and_the_model_direct():
-  variables = random_variables(PASNet(5), VIDEO_SHAPE)
+def test_memory_limit_leaves_the_spectra_out_and_the_model_direct(prepared):
+  variables = {k: v for k, v in prepared.items() if k != transform_conv.TRANSFORMS}
   small = with_pose_transforms(variables, memory_limit=10 * 2**20)
   assert transform_conv.TRANSFORMS not in small
   video = jnp.zeros(VIDEO_SHAPE)
   assert 'fft' not in str(jax.make_jaxpr(PASNet(5).apply)(small, video))
-  prepared = with_pose_transforms(variables)
   assert 'fft' in str(jax.make_jaxpr(PASNet(5).apply)(prepared, video))
+
+
+@pytest.mark.parametrize('size, through_fft', [
+    (64, False),    # 8 x 8 maps: tiles 3.1 times their area
+    (96, True),     # 12 x 12: 1.4 times
+    (128, False),   # 16 x 16: 3.1 times
+    (160, True),    # 20 x 20: 2.0 times
+    (224, True),    # 28 x 28: 2 x 2 tiles exactly
+])
+def test_auto_takes_the_fft_where_the_tiles_fit_the_maps(prepared, size,
+                                                         through_fft):
+  shape = (1, 1, size, size, 3)
+  jaxpr = str(jax.make_jaxpr(PASNet(5).apply)(prepared, jnp.zeros(shape)))
+  assert ('fft' in jaxpr) == through_fft
 
 
 @pytest.mark.parametrize('pose_conv, train, freeze_pose, through_fft', [
@@ -75,21 +95,19 @@ def test_memory_limit_leaves_the_spectra_out_and_the_model_direct():
     ('direct', False, True, False),
     ('transform', False, True, True),
 ])
-def test_auto_takes_the_fft_only_for_a_frozen_pose(pose_conv, train,
+def test_auto_takes_the_fft_only_for_a_frozen_pose(prepared, pose_conv, train,
                                                    freeze_pose, through_fft):
   model = PASNet(5, pose_conv=pose_conv, freeze_pose=freeze_pose)
-  variables = with_pose_transforms(random_variables(model, VIDEO_SHAPE))
   apply = lambda v, x: model.apply(v, x, train=train, mutable=['batch_stats'],
                                    rngs={'dropout': jax.random.PRNGKey(0)})
-  jaxpr = str(jax.make_jaxpr(apply)(variables, jnp.zeros(VIDEO_SHAPE)))
+  jaxpr = str(jax.make_jaxpr(apply)(prepared, jnp.zeros(VIDEO_SHAPE)))
   assert ('fft' in jaxpr) == through_fft
 
 
-def test_prepared_spectra_refused_when_the_pose_trains():
+def test_prepared_spectra_refused_when_the_pose_trains(prepared):
   model = PASNet(5, pose_conv='transform', freeze_pose=False)
-  variables = with_pose_transforms(random_variables(model, VIDEO_SHAPE))
   with pytest.raises(ValueError, match='would not train'):
-    model.apply(variables, jnp.zeros(VIDEO_SHAPE), train=True,
+    model.apply(prepared, jnp.zeros(VIDEO_SHAPE), train=True,
                 mutable=['batch_stats'], rngs={'dropout': jax.random.PRNGKey(0)})
 
 

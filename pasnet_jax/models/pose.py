@@ -21,7 +21,8 @@ NUM_STAGES = 6
 # How the 7 x 7 stage convolutions run: "direct" (lax.conv), "transform"
 # (FFT; with the prepared spectra of collection transform_conv.TRANSFORMS
 # when given, else from the kernels in the call) or "auto": the FFT where
-# prepared spectra are given, in float32 on a CPU (measured faster there;
+# prepared spectra are given, in float32 on a CPU, on maps that its tiles
+# cover at most transform_conv.MAX_COVERAGE times (measured faster there;
 # docs/transform_convolutions.md), the direct convolution elsewhere.
 CONV_FORMS = ('auto', 'direct', 'transform')
 
@@ -65,15 +66,17 @@ class OpenPose(nn.Module):
   remat: bool = False
   conv_form: str = 'auto'
 
-  def _through_fft(self, name, kernel):
+  def _through_fft(self, x, name, kernel):
     if kernel != transform_conv.FFT_KERNEL or self.conv_form == 'direct':
       return False
     return self.conv_form == 'transform' or (
         self.has_variable(transform_conv.TRANSFORMS, name) and
-        jax.default_backend() == 'cpu' and jnp.dtype(self.dtype) == jnp.float32)
+        jax.default_backend() == 'cpu' and jnp.dtype(self.dtype) == jnp.float32
+        and transform_conv.coverage(*x.shape[1:3], kernel)
+        <= transform_conv.MAX_COVERAGE)
 
   def _conv(self, x, name, kernel, features, relu):
-    if self._through_fft(name, kernel):
+    if self._through_fft(x, name, kernel):
       x = transform_conv.FFTConv(features, kernel, dtype=self.dtype,
                                  name=name)(x)
     else:

@@ -33,6 +33,12 @@ FFT_SIZE = 20
 # The kernels that go through the FFT: OpenPose's 3 x 3 layers run at the
 # direct convolution's speed or faster (see docs/transform_convolutions.md).
 FFT_KERNEL = 7
+# "auto" takes the FFT only where the output tiles cover at most this many
+# times the map: OpenPose at 8 frames (throwaway script, interleaved, load
+# 2.6 to 3.8) ran 1.6x, 1.4x and 1.9x faster through the FFT at 96, 160 and
+# 224 (12, 20 and 28-pixel maps, covered 1.4, 2.0 and 1.0 times) and 1.05x
+# to 1.07x slower at 64 and 128 (8 and 16-pixel maps, covered 3.1 times).
+MAX_COVERAGE = 2.0
 # prepare() leaves the spectra out (and the models then convolve directly)
 # when they would take more than this; OpenPose's take 1.6 GB.
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
@@ -41,6 +47,13 @@ DEFAULT_MEMORY_LIMIT = 2 * 2**30
 def num_frequencies(fft_size: int = FFT_SIZE) -> int:
   """Frequencies of a real FFT_SIZE x FFT_SIZE window's spectrum."""
   return fft_size * (fft_size // 2 + 1)
+
+
+def coverage(height: int, width: int, kernel_size: int,
+             fft_size: int = FFT_SIZE) -> float:
+  """Area of the output tiles over that of the height x width map."""
+  tile = fft_size - kernel_size + 1
+  return (-(-height // tile) * tile) * (-(-width // tile) * tile) / (height * width)
 
 
 def spectra_bytes(kernel_shape: tuple[int, ...], fft_size: int = FFT_SIZE) -> int:
