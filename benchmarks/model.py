@@ -12,7 +12,15 @@ Each row runs the same work on both sides, with the same weights and the
 same float32 input (B, K, 224, 224, 3) RGB 0..255:
   - the project's jitted `PASNet` (fusion "A" = ECO, or "A+pool(I)+pool(F)");
   - `convert.torch_models.PASNet` in eager PyTorch, with as many threads as
-    JAX's CPU backend uses (every core), or on the same GPU.
+    JAX's CPU backend uses (every core), or on the same GPU, in each
+    configuration of TORCH_CONFIGS (default; channels-last 2D convolutions;
+    on a GPU also torch.compile, with cudnn.benchmark on throughout). The
+    JAX/PyTorch ratio is against the fastest of them.
+JAX's inference rows get OpenPose's 7 x 7 spectra prepared once per set of
+weights (models/transform_conv.py; --pose-conv=direct for lax.conv); the
+preparation's time and the spectra's bytes are reported per row. The
+training rows build their step with pasnet_jax.train, which passes the model
+no spectra: there the direct convolution runs.
 Modes: `infer` (eval mode, no gradient); `train` (one step of the jitted
 training step `pasnet_jax.train.create_training` builds, with ECO's partial
 BatchNorm and the SGD recipe of configs/default.py at a constant learning
@@ -37,6 +45,7 @@ it measured) and --plot (PNG: clips/s against K), and prints the table.
 """
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import json
@@ -68,7 +77,8 @@ from configs import default  # noqa: E402
 from pasnet_jax import parallel  # noqa: E402
 from pasnet_jax import train  # noqa: E402
 from pasnet_jax.models import layers  # noqa: E402
-from pasnet_jax.models.pasnet import create_model, PASNet  # noqa: E402
+from pasnet_jax.models import transform_conv  # noqa: E402
+from pasnet_jax.models.pasnet import create_model, PASNet, with_pose_transforms  # noqa: E402
 
 STYLES = ('A', 'A+pool(I)+pool(F)')
 MODES = ('infer', 'train', 'train-pose')
@@ -262,14 +272,17 @@ def row_config(spec: Spec, remat: bool = False):
 
 
 def jax_program(spec: Spec, variables: dict, video, labels, remat: bool = False,
-                device=None):
+                device=None, pose_conv: str = 'auto', transforms: dict | None = None):
   """(jitted function, its arguments) of a row on `device` (default: the
-  first): the forward pass, or the training step pasnet_jax.train builds,
-  with its state donated. Arguments may be abstract
-  (jax.ShapeDtypeStruct), for counting FLOPs without any data."""
+  first): the forward pass (given the pose `transforms`, their collection),
+  or the training step pasnet_jax.train builds, with its state donated.
+  Arguments may be abstract (jax.ShapeDtypeStruct), for counting FLOPs
+  without any data."""
   config = row_config(spec, remat)
-  model = create_model(config.model, NUM_CLASSES)
+  model = create_model(config.model, NUM_CLASSES).clone(pose_conv=pose_conv)
   if spec.mode == 'infer':
+    if transforms:
+      variables = {**variables, transform_conv.TRANSFORMS: transforms}
     return jax.jit(lambda v, x: model.apply(v, x, train=False)), (variables, video)
   if not isinstance(video, jax.ShapeDtypeStruct):
     # Copies, so that the donated state never aliases the shared variables.
@@ -282,7 +295,8 @@ def jax_program(spec: Spec, variables: dict, video, labels, remat: bool = False,
   return step, (state, {'video': video, 'label': labels})
 
 
-def count_flops(spec: Spec, size: int, remat: bool = False) -> float:
+def count_flops(spec: Spec, size: int, remat: bool = False,
+                pose_conv: str = 'auto', transforms: dict | None = None) -> float:
   """FLOPs of a row's program by XLA's CPU cost analysis, from shapes alone.
 
   On a GPU the compiled program's convolutions are cuDNN calls that XLA's
@@ -293,8 +307,12 @@ def count_flops(spec: Spec, size: int, remat: bool = False) -> float:
   labels = jax.ShapeDtypeStruct((spec.batch,), jnp.int32)
   variables = jax.eval_shape(model.init, jax.random.key(0),
                              jax.ShapeDtypeStruct((1, 1, 32, 32, 3), jnp.float32))
+  if transforms:
+    transforms = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), transforms)
   fn, args = jax_program(spec, variables, video, labels, remat,
-                         device=jax.devices('cpu')[0])
+                         device=jax.devices('cpu')[0], pose_conv=pose_conv,
+                         transforms=transforms)
   flops = _flops(fn.trace(*args).lower(lowering_platforms=('cpu',)).cost_analysis())
   if flops == 0.0:
     # JAX 0.11 no longer counts a lowered program; a program compiled for
@@ -316,10 +334,13 @@ class JaxRunner:
   """Compiles and runs one row's JAX program."""
 
   def __init__(self, spec: Spec, variables: dict, video: np.ndarray,
-               labels: np.ndarray, remat: bool = False):
+               labels: np.ndarray, remat: bool = False, pose_conv: str = 'auto',
+               transforms: dict | None = None):
     self.spec, self.remat = spec, remat
+    self.pose_conv, self.transforms = pose_conv, transforms
     self.fn, self.args = jax_program(spec, variables, jax.device_put(video),
-                                     jax.device_put(labels), remat)
+                                     jax.device_put(labels), remat,
+                                     pose_conv=pose_conv, transforms=transforms)
 
   def compile(self, compiler_options: dict | None = None) -> float:
     start = time.perf_counter()
@@ -337,7 +358,8 @@ class JaxRunner:
       flops = _flops(self.compiled.cost_analysis())
     else:
       video = self.args[1] if self.spec.mode == 'infer' else self.args[1]['video']
-      flops = count_flops(self.spec, video.shape[2], self.remat)
+      flops = count_flops(self.spec, video.shape[2], self.remat, self.pose_conv,
+                          self.transforms)
     out = {'flops': flops}
     try:
       memory = self.compiled.memory_analysis()
@@ -356,13 +378,33 @@ class JaxRunner:
     return out
 
 
+def torch_configs(on_gpu: bool) -> tuple[str, ...]:
+  """The PyTorch configurations each row times: on this project's 2-core
+  CPU channels-last was 1.12x slower than the default for OpenPose, but
+  that is a measurement, not a rule, so both run."""
+  return ('default', 'channels_last') + (('compile',) if on_gpu else ())
+
+
+def torch_side(config: str) -> str:
+  return 'torch' if config == 'default' else f'torch_{config}'
+
+
 class TorchRunner:
-  """One row's work in eager PyTorch, on the same weights and input."""
+  """One row's work in PyTorch, on the same weights and input, in one of
+  torch_configs(): 'default' (eager, contiguous NCHW), 'channels_last' (the
+  2D convolutions' weights, hence their outputs, channels-last; 3D kernels
+  have no 4D format) or 'compile' (torch.compile of the default)."""
 
   def __init__(self, torch, spec: Spec, model, video: np.ndarray,
-               labels: np.ndarray, device):
+               labels: np.ndarray, device, config: str = 'default'):
     self.torch, self.spec, self.device = torch, spec, device
+    if config == 'channels_last':
+      model = copy.deepcopy(model)
+      for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+          module.to(memory_format=torch.channels_last)
     self.model = model
+    self.forward = torch.compile(model) if config == 'compile' else model
     self.video = torch.from_numpy(
         np.ascontiguousarray(video.transpose(0, 4, 1, 2, 3))).to(device)
     self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
@@ -396,12 +438,12 @@ class TorchRunner:
            else _nullcontext())
     if self.spec.mode == 'infer':
       with torch.inference_mode(), ctx:
-        self.last = self.model(self.video)
+        self.last = self.forward(self.video)
       _torch_sync(torch, self.device)
       return self.last
     self.optimizer.zero_grad(set_to_none=True)
     with ctx:
-      logits = self.model(self.video)
+      logits = self.forward(self.video)
       loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(self.trainable, RECIPE.clip_norm)
@@ -445,10 +487,20 @@ def run_row(spec: Spec, args, ctx) -> dict:
   on_gpu = ctx['backend'] == 'gpu'
 
   torch_model, variables = ctx['models'](spec.style, fresh=True)
-  jax_runner = JaxRunner(spec, variables, video, labels, remat=args.remat)
   row['jax'] = jax_result = {}
+  transforms = None
+  if spec.mode == 'infer' and spec.style != 'A' and args.pose_conv != 'direct':
+    transforms, prepared = ctx['transforms'](spec.style)
+    jax_result.update(prepared)
+  jax_runner = JaxRunner(spec, variables, video, labels, remat=args.remat,
+                         pose_conv=args.pose_conv, transforms=transforms)
   jax_result['compile_s'] = jax_runner.compile()
   jax_result.update(jax_runner.cost(count=not args.no_flops))
+  if transforms and not args.no_flops:
+    # Both sides are credited with the direct convolutions' FLOPs, the work
+    # the network defines; XLA's count of the FFT program is kept beside.
+    jax_result['xla_flops'] = jax_result['flops']
+    jax_result['flops'] = count_flops(spec, args.size, args.remat, 'direct')
   flops = jax_result['flops']
   ctx.setdefault('xla_bytes', {})[spec] = jax_result.get('xla_bytes')
   peak = ctx['peaks'][spec.dtype]['gflops_per_s']
@@ -459,9 +511,11 @@ def run_row(spec: Spec, args, ctx) -> dict:
 
   sides = {'jax': (jax_runner, jax_result)}
   if args.torch:
-    row['torch'] = torch_result = {}
-    sides['torch'] = (TorchRunner(ctx['torch'], spec, torch_model, video, labels,
-                                  ctx['device']), torch_result)
+    for config in torch_configs(on_gpu):
+      row[torch_side(config)] = {}
+      sides[torch_side(config)] = (
+          TorchRunner(ctx['torch'], spec, torch_model, video, labels,
+                      ctx['device'], config), row[torch_side(config)])
 
   def call(kind, record):
     """One call of a side; False once that side has failed."""
@@ -482,14 +536,15 @@ def run_row(spec: Spec, args, ctx) -> dict:
 
   # Warm-up calls, one side after the other; memory is measured over them.
   for kind in sides:
-    if on_gpu and kind == 'torch':
+    if on_gpu and kind.startswith('torch'):
       ctx['torch'].cuda.reset_peak_memory_stats()
     with PeakRss() as rss:
       for _ in range(max(args.warmup, 1)):
         call(kind, record=False)
     if on_gpu:
       sides[kind][1]['peak_bytes'] = (int(ctx['torch'].cuda.max_memory_allocated())
-                                      if kind == 'torch' else jax_result.get('xla_bytes'))
+                                      if kind.startswith('torch')
+                                      else jax_result.get('xla_bytes'))
     else:
       sides[kind][1]['peak_bytes'] = int(rss.rise)
   # Timed calls alternate between the sides, so that a change in the load
@@ -509,13 +564,18 @@ def run_row(spec: Spec, args, ctx) -> dict:
                   peak_fraction=flops / median / 1e9 / peak)
     if on_gpu:
       result['mfu_bf16'] = flops / median / (ctx['bf16_peak_tflops'] * 1e12)
-  if (spec.mode == 'infer' and 'torch' in sides and 'seconds' in jax_result
-      and 'seconds' in torch_result):
+  timed_torch = {kind: result['seconds'] for kind, (_, result) in sides.items()
+                 if kind.startswith('torch') and 'seconds' in result}
+  if (spec.mode == 'infer' and 'torch' in timed_torch and 'seconds' in jax_result):
     logits = np.asarray(jax_runner.last, np.float32)
     reference = sides['torch'][0].last.float().cpu().numpy()
     row['max_logit_difference'] = float(np.max(np.abs(logits - reference)))
-  if 'torch' in sides and 'seconds' in jax_result and 'seconds' in torch_result:
-    row['jax_over_torch'] = jax_result['seconds'] / torch_result['seconds']
+  if timed_torch and 'seconds' in jax_result:
+    fastest = min(timed_torch, key=timed_torch.get)
+    row['torch_fastest'] = fastest
+    row['jax_over_torch'] = jax_result['seconds'] / timed_torch[fastest]
+    if 'torch' in timed_torch:
+      row['jax_over_torch_default'] = jax_result['seconds'] / timed_torch['torch']
   sides.clear()
   del jax_runner
   if on_gpu and args.torch:
@@ -650,7 +710,7 @@ def format_table(results: dict) -> str:
   header += f"{'compile':>8}{'jax MB':>8}{'trch MB':>8}{'load':>5}"
   lines += ['', header, '-' * len(header)]
   for row in results['rows']:
-    j, t = row.get('jax', {}), row.get('torch', {})
+    j, t = row.get('jax', {}), row.get(row.get('torch_fastest', 'torch'), {})
     mb = lambda r: None if r.get('peak_bytes') is None else r['peak_bytes'] / 2**20
     pct = lambda r: None if r.get('peak_fraction') is None else 100 * r['peak_fraction']
     line = (f"{row['style']:<18}{row['mode']:<11}{row['frames']:>3}{row['batch']:>3} "
@@ -673,10 +733,26 @@ def format_table(results: dict) -> str:
       line += f"  [skipped: {row['skipped']}]"
     lines.append(line)
   lines.append(f"(%mm: achieved GFLOP/s over the matmul peak of the row's dtype{'; MFU: over the ' + str(results['environment'].get('bf16_peak_tflops')) + ' TFLOP/s dense bf16 peak' if on_gpu else ''}; "
-               'torch is credited with XLA\'s FLOP count; memory: '
+               'torch is credited with XLA\'s FLOP count of the direct convolutions; '
+               'j/t: against the fastest PyTorch configuration; memory: '
                + ('XLA buffers (jax), max_memory_allocated (torch)' if on_gpu
                   else 'peak rise of resident memory while the row ran')
                + '; load: 1-minute load average around the row, which other processes raise)')
+  for row in results['rows']:
+    configs = [(side, row[side]['seconds']) for side in row
+               if side.startswith('torch') and isinstance(row[side], dict)
+               and 'seconds' in row[side]]
+    notes = []
+    if configs:
+      notes.append('PyTorch ' + ', '.join(f'{side} {seconds:.3f} s'
+                                          for side, seconds in configs))
+    if row.get('jax', {}).get('transform_bytes'):
+      j = row['jax']
+      notes.append(f"JAX pose spectra {j['transform_bytes'] / 1e9:.2f} GB, prepared "
+                   f"once in {j['transform_prepare_s']:.1f} s")
+    if notes:
+      lines.append(f"{row['style']} {row['mode']} K={row['frames']} B={row['batch']}: "
+                   + '; '.join(notes))
   for extra in results.get('compile_checks', []):
     lines.append(f"compile only: {extra['style']} {extra['mode']} K={extra['frames']} "
                  f"B={extra['batch']} remat={extra['remat']}: {extra['compile_s']:.1f} s")
@@ -753,6 +829,12 @@ def parse_args(argv=None):
   parser.add_argument('--no-torch', dest='torch', action='store_false',
                       help='time JAX alone')
   parser.add_argument('--remat', action='store_true', help='PASNet(remat=True)')
+  parser.add_argument('--pose-conv', default='auto', choices=('auto', 'direct', 'transform'),
+                      help='PASNet(pose_conv=...); inference rows get the pose spectra '
+                      'prepared unless "direct"')
+  parser.add_argument('--transform-memory-limit-gb', type=float,
+                      default=transform_conv.DEFAULT_MEMORY_LIMIT / 2**30,
+                      help='largest pose spectra prepared (beyond it: direct convolutions)')
   parser.add_argument('--no-flops', action='store_true',
                       help='leave FLOPs at 0, to count them later with --recount-flops '
                       '(off a CPU, counting compiles every row once more for the host)')
@@ -865,7 +947,7 @@ def main(argv=None):
       (v for k, v in GPU_BF16_PEAK_TFLOPS.items() if k in device_kind), float('nan'))
 
   results = {'size': args.size, 'repeats': args.repeats, 'warmup': args.warmup,
-             'remat': args.remat, 'environment': environment(ctx), 'rows': []}
+             'remat': args.remat, 'pose_conv': args.pose_conv, 'environment': environment(ctx), 'rows': []}
   if on_gpu:
     results['environment']['bf16_peak_tflops'] = ctx['bf16_peak_tflops']
   print(json.dumps(results['environment']), flush=True)
@@ -898,6 +980,23 @@ def main(argv=None):
     return torch_model, variables
   ctx['models'] = models
 
+  prepared_transforms = {}
+
+  def transforms(style):
+    """(the pose spectra of `style`'s weights, {time, bytes}), prepared once."""
+    if style not in prepared_transforms:
+      _, variables = models(style)
+      start = time.perf_counter()
+      with_spectra = jax.block_until_ready(with_pose_transforms(
+          variables, int(args.transform_memory_limit_gb * 2**30)))
+      spectra = with_spectra.get(transform_conv.TRANSFORMS)
+      prepared_transforms.clear()
+      prepared_transforms[style] = spectra, {
+          'transform_prepare_s': time.perf_counter() - start,
+          'transform_bytes': transform_conv.total_bytes(spectra or {})}
+    return prepared_transforms[style]
+  ctx['transforms'] = transforms
+
   def save():
     with open(out, 'w') as f:
       json.dump(results, f, indent=1)
@@ -910,10 +1009,14 @@ def main(argv=None):
     spec = rows[0]
     torch_model, variables = models(spec.style)
     rng = np.random.default_rng(0)
+    transforms = None
+    if spec.mode == 'infer' and spec.style != 'A' and args.pose_conv != 'direct':
+      transforms, _ = ctx['transforms'](spec.style)
     runner = JaxRunner(spec, variables,
                        rng.uniform(0, 255, (spec.batch, spec.frames, args.size, args.size, 3)
                                    ).astype(np.float32),
-                       np.zeros(spec.batch, np.int32), remat=args.remat)
+                       np.zeros(spec.batch, np.int32), remat=args.remat,
+                       pose_conv=args.pose_conv, transforms=transforms)
     runner.compile()
     calls = 3
     profiling.trace_calls(lambda: runner.run(), (), args.profile, steps=calls)
@@ -967,9 +1070,10 @@ def main(argv=None):
       traceback.print_exc()
       row = {**dataclasses.asdict(spec), 'error': f'{type(error).__name__}: {str(error)[:300]}'}
     results['rows'].append(row)
-    j, t = row.get('jax', {}), row.get('torch', {})
+    j, t = row.get('jax', {}), row.get(row.get('torch_fastest', 'torch'), {})
     print(f"    jax {_fmt(j.get('seconds'), '.3f')} s (compile {_fmt(j.get('compile_s'), '.1f')} s),"
-          f" torch {_fmt(t.get('seconds'), '.3f')} s, ratio {_fmt(row.get('jax_over_torch'))}",
+          f" torch {_fmt(t.get('seconds'), '.3f')} s ({row.get('torch_fastest', '-')}),"
+          f" ratio {_fmt(row.get('jax_over_torch'))}",
           flush=True)
     save()
 

@@ -1,7 +1,8 @@
 """OpenPose's 7 x 7 stage convolution, written several ways, timed alone.
 
     python benchmarks/pose_conv.py                      # on a GPU: bf16, 512 and 128 frames
-    .venv/bin/python benchmarks/pose_conv.py --frames=8 --dtypes=float32   # on a CPU
+    .venv/bin/python benchmarks/pose_conv.py --frames=8,4 --dtypes=float32   # on a CPU
+    .venv/bin/python benchmarks/pose_conv.py --forms=xla,fft --fft-sizes=12,14,16,20
 
 On an H200, about 60 % of PAS-Net's training step (K = 16, batch 32, bf16,
 pose frozen) goes to the 50 convolutions of 7 x 7 x 128 -> 128 (and 185 ->
@@ -11,11 +12,20 @@ pose frozen) goes to the 50 convolutions of 7 x 7 x 128 -> 128 (and 185 ->
   matmuls  - the 7 column taps unrolled into the channels (7 x C of them,
              rows outermost), then one plain GEMM per row tap, summed in
              float32;
-  patches  - lax.conv_general_dilated_patches (full im2col) and one matmul.
+  patches  - lax.conv_general_dilated_patches (full im2col) and one matmul;
+  fft<n>   - models/transform_conv.fft_conv: the FFT of n x n windows of the
+             input (overlap-save, (n - 6)-square output tiles), one complex
+             matrix product per frequency with the kernel's spectra prepared
+             beforehand (the time of preparing them is printed apart), the
+             inverse FFT; what the models run for frozen weights;
+  fft<n>_in_call - the same with the spectra computed in the call.
 Each form is checked against `xla` (max abs difference over the output's
 largest value) and reported in ms, TFLOP/s and as a fraction of a same-dtype
-8192^3 (GPU) or 4096^3 (CPU) matmul measured in the run. The model keeps
-`xla`, the fastest form measured on both machines (docs/performance.md).
+8192^3 (GPU) or 4096^3 (CPU) matmul measured in the run; TFLOP/s are
+those of the direct convolution's FLOPs, so the FFT forms can pass the peak.
+For trainable weights the model keeps `xla`, the fastest direct form on both
+machines (docs/performance.md); for frozen ones, on a CPU, fft20
+(docs/transform_convolutions.md).
 """
 
 import argparse
@@ -33,6 +43,7 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 from pasnet_jax import provenance  # noqa: E402
+from pasnet_jax.models import transform_conv  # noqa: E402
 
 
 def xla_conv(x, kernel):
@@ -67,11 +78,29 @@ def patches_conv(x, kernel):
   return jnp.dot(cols, weights, preferred_element_type=jnp.float32).astype(x.dtype)
 
 
-FORMS = {
+def fft_forms(fft_size):
+  """{name: (prepare(kernel), conv(x, prepared))} of the FFT forms."""
+  spectra = lambda kernel: transform_conv.kernel_spectra(kernel, fft_size)
+  conv = lambda x, prepared: transform_conv.fft_conv(
+      x, prepared, 7, fft_size).astype(x.dtype)
+  return {f'fft{fft_size}': (jax.jit(spectra), conv),
+          f'fft{fft_size}_in_call': (lambda kernel: kernel,
+                                     lambda x, kernel: conv(x, spectra(kernel)))}
+
+
+# {name: (prepare(kernel), conv(x, prepared))}; the direct forms take the kernel.
+DIRECT_FORMS = {
     'xla': xla_conv,
     'matmuls': matmuls_conv,
     'patches': patches_conv,
 }
+
+
+def all_forms(fft_sizes):
+  forms = {name: (lambda kernel: kernel, conv) for name, conv in DIRECT_FORMS.items()}
+  for fft_size in fft_sizes:
+    forms.update(fft_forms(fft_size))
+  return forms
 
 
 def timed(fn, args, repeats):
@@ -93,15 +122,27 @@ def matmul_tflops(dtype, size, repeats):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   on_gpu = jax.default_backend() == 'gpu'
-  parser.add_argument('--frames', default='512,128' if on_gpu else '8',
+  parser.add_argument('--frames', default='512,128' if on_gpu else '8,4',
                       help='comma-separated frame counts (B x K)')
   parser.add_argument('--in-channels', default='128,185',
                       help='comma-separated input channels (128: Mconv2-5; 185: Mconv1)')
   parser.add_argument('--dtypes', default='bfloat16' if on_gpu else 'float32')
-  parser.add_argument('--forms', default=','.join(FORMS))
-  parser.add_argument('--repeats', type=int, default=10 if on_gpu else 3)
+  parser.add_argument('--forms', default=None,
+                      help='comma-separated names; "fft" stands for every fft<n>'
+                      ' (default: all)')
+  parser.add_argument('--fft-sizes', default=str(transform_conv.FFT_SIZE),
+                      help='comma-separated FFT window sizes n of the fft<n> forms')
+  parser.add_argument('--repeats', type=int, default=10 if on_gpu else 3,
+                      help='calls per round (their median is the round\'s figure)')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='rounds over all forms, interleaved')
   parser.add_argument('--out', default=None, help='JSON path')
   args = parser.parse_args(argv)
+  fft_sizes = [int(n) for n in args.fft_sizes.split(',')]
+  forms = all_forms(fft_sizes)
+  chosen = []
+  for name in (args.forms.split(',') if args.forms else forms):
+    chosen += [f'fft{n}' for n in fft_sizes] if name == 'fft' else [name]
 
   results = {**provenance.git_state(REPO),
              'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
@@ -112,8 +153,8 @@ def main(argv=None):
     print(f"{results['device']}: {dtype} {size}^3 matmul "
           f"{results['matmul_tflops'][dtype]:.1f} TFLOP/s", flush=True)
   rng = np.random.default_rng(0)
-  print(f"{'form':8s} {'dtype':9s} {'frames':>6s} {'C':>4s} {'ms':>8s} {'TFLOP/s':>8s} "
-        f"{'% mm':>5s} {'max diff':>9s}")
+  print(f"{'form':14s} {'dtype':9s} {'frames':>6s} {'C':>4s} {'ms':>8s} {'TFLOP/s':>8s} "
+        f"{'% mm':>5s} {'max diff':>9s} {'prep ms':>8s} {'load':>5s}")
   for dtype in args.dtypes.split(','):
     for frames in map(int, args.frames.split(',')):
       for channels in map(int, args.in_channels.split(',')):
@@ -123,23 +164,40 @@ def main(argv=None):
         flops = 2 * frames * 28 * 28 * 49 * channels * 128
         reference = np.asarray(jax.jit(xla_conv)(x, kernel), np.float32)
         scale = float(np.max(np.abs(reference)))
-        for form in args.forms.split(','):
-          fn = jax.jit(FORMS[form])
+        # Every form is compiled and checked first, then timed in rounds
+        # that visit the forms in turn, so that a change in the machine's
+        # load falls on all of them; each form's figure is its median.
+        ready = {}
+        for form in chosen:
+          prepare, conv = forms[form]
+          fn = jax.jit(conv)
           try:
-            seconds = timed(fn, (x, kernel), args.repeats)
+            prepare_seconds = timed(prepare, (kernel,), args.repeats)
+            operand = prepare(kernel)
+            output = np.asarray(fn(x, operand), np.float32)
           except Exception as error:  # noqa: BLE001 - e.g. out of memory; next form
-            print(f'{form:8s} {dtype:9s} {frames:6d} {channels:4d} failed: '
+            print(f'{form:14s} {dtype:9s} {frames:6d} {channels:4d} failed: '
                   f'{type(error).__name__}: {str(error)[:200]}', flush=True)
             continue
-          diff = float(np.max(np.abs(np.asarray(fn(x, kernel), np.float32) - reference))) / scale
+          diff = float(np.max(np.abs(output - reference))) / scale
+          ready[form] = (fn, operand, prepare_seconds, diff, [])
+        for _ in range(args.rounds):
+          for fn, operand, _, _, seconds in ready.values():
+            seconds.append(timed(fn, (x, operand), args.repeats))
+        for form, (_, _, prepare_seconds, diff, all_seconds) in ready.items():
+          seconds = float(np.median(all_seconds))
           tflops = flops / seconds / 1e12
           row = {'form': form, 'dtype': dtype, 'frames': frames,
                  'in_channels': channels, 'ms': seconds * 1e3, 'tflops': tflops,
+                 'round_ms': [1e3 * t for t in all_seconds],
                  'matmul_fraction': tflops / results['matmul_tflops'][dtype],
-                 'max_relative_difference': diff}
+                 'max_relative_difference': diff,
+                 'prepare_ms': prepare_seconds * 1e3,
+                 'loadavg_1min': os.getloadavg()[0]}
           results['rows'].append(row)
-          print(f"{form:8s} {dtype:9s} {frames:6d} {channels:4d} {seconds * 1e3:8.3f} "
-                f"{tflops:8.1f} {100 * row['matmul_fraction']:5.0f} {diff:9.2e}", flush=True)
+          print(f"{form:14s} {dtype:9s} {frames:6d} {channels:4d} {seconds * 1e3:8.3f} "
+                f"{tflops:8.3f} {100 * row['matmul_fraction']:5.0f} {diff:9.2e} "
+                f"{prepare_seconds * 1e3:8.2f} {row['loadavg_1min']:5.1f}", flush=True)
   if args.out:
     with open(args.out, 'w') as f:
       json.dump(results, f, indent=1)

@@ -5,8 +5,9 @@ Random weights go into the reference, its BatchNorm statistics come from
 one train-mode pass over another clip (otherwise the signal dies out and a
 wrong port passes), it is saved in the users' formats, converted with the
 command lines, and compared in float32: logits, OpenPose maps and every tap
-within 1e-4 of the reference's largest magnitude, for both ECO layouts and
-both forms of the 3D convolution. The classic port mistakes are kept as
+within 1e-4 of the reference's largest magnitude, for both ECO layouts,
+both forms of the 3D convolution and both forms of OpenPose's 7 x 7
+convolutions (direct, and the FFT with prepared spectra). The classic port mistakes are kept as
 tests: each, made in the reference, must move an output past the bar.
 """
 
@@ -21,8 +22,9 @@ import torch
 from convert import torch_models
 from convert.torch_io import flax_array
 from pasnet_jax.models import spatiotemporal
+from pasnet_jax.models import transform_conv
 from pasnet_jax.models.fusion import Fusion
-from pasnet_jax.models.pasnet import PASNet
+from pasnet_jax.models.pasnet import PASNet, with_pose_transforms
 from pasnet_jax.models.pose import OpenPose
 from tests import torch_helpers as th
 
@@ -66,6 +68,18 @@ def layout_model(variables, fusion, **kwargs):
 def flax_features(model, variables, video):
   apply = jax.jit(lambda v, x: model.apply(v, x, method=PASNet.features))
   return jax.device_get(apply(variables, jnp.asarray(video)))
+
+
+def variables_for(pose_conv, variables):
+  """`variables`, with the pose spectra prepared for the FFT form."""
+  if pose_conv == 'direct':
+    return variables
+  return with_pose_transforms(variables)
+
+
+def through_fft(model, variables, video):
+  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, video)
+  return 'fft' in str(jaxpr)
 
 
 def assert_close(outputs, reference, names):
@@ -172,15 +186,32 @@ def test_pasnet_matches_reference(pasnet_case, pasnet_outputs):
   assert_close(pasnet_outputs, reference, sorted(reference))
 
 
-def test_openpose_alone_matches_reference(pasnet_case):
+def test_pasnet_matches_reference_through_the_fft(pasnet_case):
+  """Forced: at 64 x 64 "auto" keeps the direct convolution (8 x 8 maps
+  would fill a third of the FFT's tiles)."""
+  variables = variables_for('transform', pasnet_case['variables'])
+  model = layout_model(variables, BEST_STYLE, pose_conv='transform')
+  assert through_fft(model, variables, pasnet_case['video'])
+  outputs = flax_features(model, variables, pasnet_case['video'])
+  reference = pasnet_case['reference']
+  assert_close(outputs, reference, sorted(reference))
+
+
+@pytest.mark.parametrize('pose_conv', ('direct', 'transform'))
+def test_openpose_alone_matches_reference(pasnet_case, pose_conv):
   frames = pasnet_case['video'][0]
   with torch.no_grad():
     expected = {
         name: th.nhwc(value) for name, value in pasnet_case['torch_openpose'](
             th.to_torch_frames(frames)).items()
     }
-  outputs = jax.jit(OpenPose().apply)(pasnet_case['openpose_variables'],
-                                      jnp.asarray(frames))
+  variables = pasnet_case['openpose_variables']
+  if pose_conv == 'transform':
+    variables = {**variables, transform_conv.TRANSFORMS:
+                 transform_conv.prepare(variables['params'])}
+  model = OpenPose(conv_form=pose_conv)
+  assert through_fft(model, variables, frames) == (pose_conv == 'transform')
+  outputs = jax.jit(model.apply)(variables, jnp.asarray(frames))
   assert set(outputs) == set(expected)
   assert outputs['explicit'].shape == (FRAMES, 8, 8, 1)
   assert_close(jax.device_get(outputs), expected, sorted(expected))
@@ -242,14 +273,16 @@ def test_fusion_style_matches_reference(pasnet_outputs, style):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('pose_conv', ('direct', 'transform'))
 @pytest.mark.parametrize('layout', spatiotemporal.LAYOUTS)
-def test_pasnet_matches_reference_at_full_size(tmp_path, layout):
+def test_pasnet_matches_reference_at_full_size(tmp_path, layout, pose_conv):
   """224 x 224 and K = 4: the reference pools with the authors' (K/4, 7, 7)
-  window itself."""
+  window itself. The FFT form runs on 2 x 2 tiles of each 28 x 28 map."""
   case = build_pasnet_case(tmp_path, size=224, batch=1, layout=layout)
-  outputs = flax_features(
-      layout_model(case['variables'], BEST_STYLE), case['variables'],
-      case['video'])
+  variables = variables_for(pose_conv, case['variables'])
+  model = layout_model(variables, BEST_STYLE, pose_conv=pose_conv)
+  assert through_fft(model, variables, case['video']) == (pose_conv == 'transform')
+  outputs = flax_features(model, variables, case['video'])
   assert outputs['appearance'].shape == (FRAMES, 28, 28, 96)
   assert outputs['implicit'].shape == (FRAMES, 28, 28, 128)
   assert_close(outputs, case['reference'], sorted(case['reference']))

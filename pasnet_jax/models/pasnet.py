@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from pasnet_jax.models import fusion as fusion_lib
+from pasnet_jax.models import transform_conv
 from pasnet_jax.models.appearance import Appearance
 from pasnet_jax.models.fusion import Fusion, Lambdas
 from pasnet_jax.models.pose import OpenPose
@@ -53,6 +54,9 @@ class PASNet(nn.Module):
     eco_layout: "official" (the ECO authors' release) or "early" (the port
       they forked); see spatiotemporal.LAYOUTS.
     conv3d: form of the 3D convolutions, layers.CONV3D_FORMS.
+    pose_conv: form of OpenPose's 7 x 7 convolutions, pose.CONV_FORMS; "auto"
+      is "direct" while the pose branch trains, since prepared spectra
+      (`with_pose_transforms`) pass no gradient to the kernels.
   """
   num_classes: int
   fusion: str = 'A+pool(I)+pool(F)'
@@ -65,6 +69,7 @@ class PASNet(nn.Module):
   fusion_conv_init: str = 'identity'
   eco_layout: str = 'official'
   conv3d: str = 'auto'
+  pose_conv: str = 'auto'
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool = False,
@@ -89,7 +94,14 @@ class PASNet(nn.Module):
       features['appearance'] = appearance
     pose = None
     if fusion_lib.uses_pose(self.fusion):
-      pose = OpenPose(dtype=self.dtype, remat=self.remat, name='pose')(frames)
+      pose_trains = train and not self.freeze_pose
+      if (pose_trains and self.pose_conv == 'transform' and
+          self.has_variable(transform_conv.TRANSFORMS, 'pose')):
+        raise ValueError('prepared pose spectra are constants: the pose branch '
+                         'would not train; drop them or use pose_conv "direct"')
+      conv_form = 'direct' if pose_trains and self.pose_conv == 'auto' else self.pose_conv
+      pose = OpenPose(dtype=self.dtype, remat=self.remat, conv_form=conv_form,
+                      name='pose')(frames)
       if self.freeze_pose:
         pose = jax.lax.stop_gradient(pose)
       features.update(pose)
@@ -118,6 +130,20 @@ class PASNet(nn.Module):
   def features(self, video: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     """Every intermediate map; see __call__."""
     return self(video, train=train, return_features=True)
+
+
+def with_pose_transforms(variables: dict,
+                         memory_limit: int = transform_conv.DEFAULT_MEMORY_LIMIT
+                         ) -> dict:
+  """PASNet `variables` with the spectra of its frozen pose branch's 7 x 7
+  kernels (transform_conv.prepare) beside them; computed once per set of
+  weights, whatever the frame size."""
+  if 'pose' not in variables['params']:
+    return variables
+  spectra = transform_conv.prepare(variables['params']['pose'], memory_limit)
+  if not spectra:
+    return variables
+  return {**variables, transform_conv.TRANSFORMS: {'pose': spectra}}
 
 
 def create_model(model_config: ml_collections.ConfigDict, num_classes: int,

@@ -12,11 +12,19 @@ import jax
 import jax.numpy as jnp
 
 from pasnet_jax.models import layers
+from pasnet_jax.models import transform_conv
 
 NUM_PAF = 38
 NUM_HEATMAP = 19  # 18 keypoints and the background map, last.
 NUM_KEYPOINTS = 18
 NUM_STAGES = 6
+# How the 7 x 7 stage convolutions run: "direct" (lax.conv), "transform"
+# (FFT; with the prepared spectra of collection transform_conv.TRANSFORMS
+# when given, else from the kernels in the call) or "auto": the FFT where
+# prepared spectra are given, in float32 on a CPU, on maps that its tiles
+# cover at most transform_conv.MAX_COVERAGE times (measured faster there;
+# docs/transform_convolutions.md), the direct convolution elsewhere.
+CONV_FORMS = ('auto', 'direct', 'transform')
 
 # (name, output channels) of the VGG-19 front, with 'pool' for 2 x 2 max pools.
 VGG_LAYERS = (
@@ -51,13 +59,29 @@ class OpenPose(nn.Module):
   Attributes:
     dtype: compute dtype; parameters stay float32.
     remat: recompute each stage in the backward pass.
+    conv_form: CONV_FORMS. Prepared spectra are constants: through them the
+      kernels get no gradient.
   """
   dtype: Any = jnp.float32
   remat: bool = False
+  conv_form: str = 'auto'
+
+  def _through_fft(self, x, name, kernel):
+    if kernel != transform_conv.FFT_KERNEL or self.conv_form == 'direct':
+      return False
+    return self.conv_form == 'transform' or (
+        self.has_variable(transform_conv.TRANSFORMS, name) and
+        jax.default_backend() == 'cpu' and jnp.dtype(self.dtype) == jnp.float32
+        and transform_conv.coverage(*x.shape[1:3], kernel)
+        <= transform_conv.MAX_COVERAGE)
 
   def _conv(self, x, name, kernel, features, relu):
-    x = layers.conv(x, features, kernel, name=name, pad=kernel // 2,
-                    dtype=self.dtype)
+    if self._through_fft(x, name, kernel):
+      x = transform_conv.FFTConv(features, kernel, dtype=self.dtype,
+                                 name=name)(x)
+    else:
+      x = layers.conv(x, features, kernel, name=name, pad=kernel // 2,
+                      dtype=self.dtype)
     return nn.relu(x) if relu else x
 
   def _branch(self, x, stage, branch):
