@@ -52,7 +52,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -75,6 +74,7 @@ from flax import traverse_util  # noqa: E402
 
 from configs import default  # noqa: E402
 from pasnet_jax import parallel  # noqa: E402
+from pasnet_jax import provenance  # noqa: E402
 from pasnet_jax import train  # noqa: E402
 from pasnet_jax.models import layers  # noqa: E402
 from pasnet_jax.models import transform_conv  # noqa: E402
@@ -681,11 +681,7 @@ def environment(ctx) -> dict:
                torch_device=str(ctx['device']))
     if ctx['device'].type == 'cuda':
       env['torch_gpu'] = torch.cuda.get_device_name()
-  try:
-    env['git'] = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,
-                                capture_output=True, text=True).stdout.strip()
-  except OSError:
-    pass
+  env.update(provenance.git_state(REPO))
   return env
 
 
