@@ -96,7 +96,9 @@ def combine(fresh: dict, sources: list[Source], model: PASNet
                    spatiotemporal.first_conv(model.eco_layout))
   model_parts = {key[1] for key in merged}
   for source in sources:
-    for key, value in _flatten(source.variables).items():
+    tensors = _flatten(source.variables)
+    loaded = 0
+    for key, value in tensors.items():
       part = key[1]
       shape = tuple(np.shape(value))
       if part not in model_parts:
@@ -106,6 +108,7 @@ def combine(fresh: dict, sources: list[Source], model: PASNet
       elif key in merged and shape == tuple(np.shape(merged[key])):
         merged[key] = np.asarray(value, dtype=np.asarray(merged[key]).dtype)
         origin[key] = source.description
+        loaded += 1
       elif key in merged and part == 'classifier':
         report.new['classifier'] = (
             f'{source.description} has {shape[-1]} classes, this model '
@@ -125,6 +128,15 @@ def combine(fresh: dict, sources: list[Source], model: PASNet
           f'{source.description} holds tensors that do not fit this model: '
           f'{listed}. Give weights of this model (fusion {model.fusion}, ECO '
           f'layout {model.eco_layout}) in --config.init.')
+    if not loaded:
+      # Every part left out: weights meant for another model, most likely.
+      names = ['/'.join(key) for key in tensors]
+      held = ', '.join(names[:3]) + (
+          f' and {len(names) - 3} more' if len(names) > 3 else '')
+      raise CheckpointError(
+          f'None of the {len(tensors)} tensors of {source.description} fit '
+          f'this model (fusion {model.fusion}): it holds {held}. Give '
+          'weights this model uses in --config.init.')
   for key, description in origin.items():
     if description is not None:
       counted = (description, key[1])
