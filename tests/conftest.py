@@ -56,6 +56,25 @@ def random_variables(model, video_shape, seed=0):
   return jax.tree_util.tree_map_with_path(draw, initial)
 
 
+@pytest.fixture(scope='module')
+def module_tmp(tmp_path_factory):
+  """module_tmp(name) -> a new directory, removed when the module ends.
+
+  The suite's runs, checkpoints and converted models add up to about 24 GB;
+  kept until the session ends (with every passing test's tmp_path, which
+  pyproject's tmp_path_retention_policy removes) they filled CI's disk.
+  """
+  made = []
+
+  def make(name):
+    made.append(tmp_path_factory.mktemp(name))
+    return made[-1]
+
+  yield make
+  for path in made:
+    shutil.rmtree(path, ignore_errors=True)
+
+
 # Training runs on the tiny dataset that several test modules read; each is
 # trained once per session. run_helpers imports this module, hence the
 # imports inside.

@@ -83,8 +83,8 @@ def ucf_manual_dir(root: pathlib.Path, train, test, videos,
 
 
 @pytest.fixture(scope='module')
-def odd_dataset(tmp_path_factory):
-  root = tmp_path_factory.mktemp('odd')
+def odd_dataset(module_tmp):
+  root = module_tmp('odd')
   videos = {GOOD_TRAIN: data_helpers.video_bytes(3)}
   videos.update(dict(odd_video_files().values()))
   manual = ucf_manual_dir(root / 'manual', [GOOD_TRAIN], list(ODD), videos)
@@ -129,14 +129,14 @@ def test_eval_pipeline_repeats_frames_of_short_videos(odd_dataset):
 
 
 @pytest.fixture(scope='module')
-def trained_run(tmp_path_factory):
-  return run_helpers.write_trained_run(tmp_path_factory.mktemp('run') / 'run')
+def trained_run(module_tmp):
+  return run_helpers.write_trained_run(module_tmp('run') / 'run')
 
 
 @pytest.fixture(scope='module')
-def video_files(tmp_path_factory):
+def video_files(module_tmp):
   """{what: path} of odd and bad video files."""
-  directory = tmp_path_factory.mktemp('videos')
+  directory = module_tmp('videos')
   paths = {}
   for name, (file_name, data) in odd_video_files().items():
     path = directory / pathlib.Path(file_name).name

@@ -23,16 +23,16 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu')
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('tfds')
+def data_dir(module_tmp):
+  directory = module_tmp('tfds')
   run_helpers.tiny_dataset(str(directory))
   return str(directory)
 
 
 @pytest.fixture(scope='module')
-def finished_run(data_dir, tmp_path_factory):
+def finished_run(data_dir, module_tmp):
   """A run of one step: fusion A, K=2, 32 x 32, ten classes."""
-  workdir = str(tmp_path_factory.mktemp('finished') / 'run')
+  workdir = str(module_tmp('finished') / 'run')
   result = subprocess.run([sys.executable, WORKER, data_dir, workdir, '1'],
                           capture_output=True, text=True, env=ENV, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -60,8 +60,8 @@ def assert_same_variables(actual, expected):
 
 
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  return tmp_path_factory.mktemp('convert')
+def workdir(module_tmp):
+  return module_tmp('convert')
 
 
 @pytest.fixture(scope='module')
@@ -430,8 +430,8 @@ def bad_files(directory, eco, openpose_file):
 
 
 @pytest.fixture(scope='module')
-def bad_inputs(tmp_path_factory, eco, openpose_file):
-  return bad_files(tmp_path_factory.mktemp('bad'), eco, openpose_file)
+def bad_inputs(module_tmp, eco, openpose_file):
+  return bad_files(module_tmp('bad'), eco, openpose_file)
 
 
 BAD_CASES = [

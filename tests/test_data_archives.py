@@ -15,9 +15,9 @@ VIDEO = b'RIFF' + bytes(range(256)) * 4
 
 
 @pytest.fixture(scope='module')
-def nested_rar(tmp_path_factory) -> pathlib.Path:
+def nested_rar(module_tmp) -> pathlib.Path:
   """hmdb51_org.rar-like: an outer RAR of per-class RARs."""
-  root = tmp_path_factory.mktemp('rar')
+  root = module_tmp('rar')
   inner = data_helpers.rar4_bytes({'brush_hair/a_brush_hair_0.avi': VIDEO,
                                    'brush_hair/b_brush_hair_1.avi': b'x'})
   return data_helpers.write_rar4(root / 'hmdb51_org.rar',

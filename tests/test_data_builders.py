@@ -34,8 +34,8 @@ def _ucf_manual_dir(root: pathlib.Path, train, test, videos, split_number=1):
 
 
 @pytest.fixture(scope='module')
-def ucf101(tmp_path_factory):
-  root = tmp_path_factory.mktemp('ucf101')
+def ucf101(module_tmp):
+  root = module_tmp('ucf101')
   lengths = {p: 3 + i for i, p in enumerate(UCF_TRAIN + UCF_TEST)}
   videos = {p: data_helpers.video_bytes(n, seed=n) for p, n in lengths.items()}
   manual = _ucf_manual_dir(root / 'manual', UCF_TRAIN, UCF_TEST, videos)

@@ -29,9 +29,9 @@ DEADLINE = 120
 
 
 @pytest.fixture(scope='module')
-def builder(tmp_path_factory):
+def builder(module_tmp):
   """Test videos of 7 distinct classes (1 to 8 frames), 6 train videos."""
-  root = tmp_path_factory.mktemp('pipeline')
+  root = module_tmp('pipeline')
   train = [f'{c}/v_{c}_g08_c01.avi' for c in CLASSES[:6]]
   test = [f'{c}/v_{c}_g01_c01.avi' for c in CLASSES]
   lengths = dict(zip(train + test, [3] * 6 + [1, 2, 5, 3, 8, 4, 6]))

@@ -52,10 +52,10 @@ def test_sit_down_and_stand_up_differ_in_direction_only():
 
 
 @pytest.fixture(scope='module')
-def builder(tmp_path_factory):
+def builder(module_tmp):
   return data_helpers.prepare('synthetic_actions',
-                              tmp_path_factory.mktemp('manual'),
-                              tmp_path_factory.mktemp('synthetic'))
+                              module_tmp('manual'),
+                              module_tmp('synthetic'))
 
 
 def test_build_splits_by_subject(builder):

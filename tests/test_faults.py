@@ -26,16 +26,16 @@ WORKER = os.path.join(os.path.dirname(__file__), 'train_worker.py')
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('tfds')
+def data_dir(module_tmp):
+  directory = module_tmp('tfds')
   run_helpers.tiny_dataset(str(directory))
   return directory
 
 
 @pytest.fixture(scope='module')
-def compile_cache(tmp_path_factory):
+def compile_cache(module_tmp):
   """Compiled steps shared by the module's runs: each rerun saves ~10 s."""
-  return tmp_path_factory.mktemp('jax_cache')
+  return module_tmp('jax_cache')
 
 
 class Worker:

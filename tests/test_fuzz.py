@@ -280,9 +280,9 @@ def test_converter_command_lines_on_damaged_checkpoints(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def converted(tmp_path_factory):
+def converted(module_tmp):
   """A small directory as convert.eco writes it: Orbax files and metadata."""
-  directory = tmp_path_factory.mktemp('converted') / 'eco_out'
+  directory = module_tmp('converted') / 'eco_out'
   variables = {
       'params': {'appearance': {'kernel': np.arange(
           24, dtype=np.float32).reshape(2, 3, 4)},

@@ -56,8 +56,8 @@ def _assert_same(a, b):
 
 
 @pytest.fixture(scope='module')
-def single_device(tmp_path_factory):
-  out = tmp_path_factory.mktemp('single') / 'params.npz'
+def single_device(module_tmp):
+  out = module_tmp('single') / 'params.npz'
   _wait(_run([str(out)], devices=1))
   return _load(out)
 

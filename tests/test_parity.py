@@ -141,22 +141,22 @@ def build_pasnet_case(directory, size, batch, layout='official'):
 
 
 @pytest.fixture(scope='module')
-def eco_cases(tmp_path_factory):
+def eco_cases(module_tmp):
   """eco_cases(layout) -> that layout's case, built once per module."""
   cases = {}
 
   def case(layout):
     if layout not in cases:
       cases[layout] = build_eco_case(
-          tmp_path_factory.mktemp(f'eco_parity_{layout}'), 64, layout)
+          module_tmp(f'eco_parity_{layout}'), 64, layout)
     return cases[layout]
   return case
 
 
 @pytest.fixture(scope='module')
-def pasnet_case(tmp_path_factory):
+def pasnet_case(module_tmp):
   return build_pasnet_case(
-      tmp_path_factory.mktemp('pasnet_parity'), size=64, batch=BATCH)
+      module_tmp('pasnet_parity'), size=64, batch=BATCH)
 
 
 @pytest.fixture(scope='module')

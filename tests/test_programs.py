@@ -12,8 +12,8 @@ from tests import run_helpers
 
 
 @pytest.fixture(scope='module')
-def videos(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('videos')
+def videos(module_tmp):
+  directory = module_tmp('videos')
   good = directory / 'moving_square.avi'
   good.write_bytes(data_helpers.video_bytes(12, width=48, height=40))
   broken = directory / 'broken.avi'
