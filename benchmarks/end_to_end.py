@@ -13,7 +13,7 @@ ways in one process, with the UCF-101 config's training step in --dtype:
   * model: the jitted training step on one batch already on the devices,
     steps dispatched back to back;
   * end to end: the training loop's own sequence (train.py): the pipeline's
-    batches without 'mask' through `parallel.DevicePrefetch`, which puts
+    batches through `parallel.DevicePrefetch`, which puts
     them on the devices two ahead from a background thread, and steps
     dispatched back to back.
 Each figure is N batches or steps (--input_batches, --steps) times the batch
@@ -164,12 +164,11 @@ def measure(row: Row, steps: int, input_batches: int) -> dict:
   """
   load_before = os.getloadavg()
   input_s, local = read_input(row, input_batches)
-  device_batch = parallel.global_batch(train._without_mask(local), row.mesh)  # pylint: disable=protected-access
+  device_batch = parallel.global_batch(local, row.mesh)
   compile_s = row.steps(itertools.repeat(device_batch), 1)
   model_s = row.steps(itertools.repeat(device_batch), steps)
   with parallel.DevicePrefetch(
-      (train._without_mask(local) for local in row.batches()),  # pylint: disable=protected-access
-      row.mesh) as batches:
+      row.batches(), row.mesh) as batches:
     row.steps(batches, batches_ahead())
     end_to_end_s = row.steps(batches, steps)
 

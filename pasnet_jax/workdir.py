@@ -49,19 +49,26 @@ def check_workdir(workdir: str) -> None:
                         'Give a writable --workdir.') from error
 
 
-def _run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+def _compare_identity(config: ml_collections.ConfigDict, workdir: str,
+                      num_classes: int) -> tuple[dict, dict, list[str]]:
+  """(this run's identity, the one `workdir` recorded, the keys that differ).
+
+  A key the workdir did not record (a run of an older version) does not
+  differ.
+  """
   identity = {key: _lookup(config, key) for key in IDENTITY_KEYS}
   identity['num_classes'] = num_classes
-  return identity
+  previous = checkpoints.read_format(workdir) or {}
+  differing = [key for key in identity
+               if key in previous and previous[key] != identity[key]]
+  return identity, previous, differing
 
 
 def claim_workdir(config: ml_collections.ConfigDict, workdir: str,
                   num_classes: int) -> None:
   """Refuses a workdir of another run; records this run's config and identity."""
-  identity = _run_identity(config, num_classes)
-  previous = checkpoints.read_format(workdir) or {}
-  differing = [key for key in identity
-               if key in previous and previous[key] != identity[key]]
+  identity, previous, differing = _compare_identity(config, workdir,
+                                                    num_classes)
   if differing:
     there = ', '.join(f'{key}={previous[key]!r}' for key in differing)
     here = ', '.join(f'{key}={identity[key]!r}' for key in differing)
@@ -93,10 +100,8 @@ def finished_results(config: ml_collections.ConfigDict, workdir: str,
     return None
   # The layout comes from the initial weights, which a finished stage does
   # not load; every other part of the identity must agree.
-  identity = _run_identity(config, num_classes)
-  previous = checkpoints.read_format(workdir) or {}
-  if any(previous.get(key) != value for key, value in identity.items()
-         if key != 'model.eco_layout'):
+  _, previous, differing = _compare_identity(config, workdir, num_classes)
+  if not previous or set(differing) - {'model.eco_layout'}:
     return None
   return results
 

@@ -4,7 +4,8 @@ Batches are dicts of numpy arrays
   'video': uint8 (B, K, H, W, 3) RGB, 0..255 (the model normalises),
            or (B, V, K, H, W, 3) for multi-view evaluation (V views);
   'label': int32 (B,);
-  'mask':  bool (B,), False on the padding of the last evaluation batch.
+  'mask':  bool (B,), evaluation batches only: False on the padding of
+           the last batch.
 
 Examples are read by index from the ArrayRecord files of a prepared TFDS
 dataset (`ucf101_frames`, `hmdb51_frames`, `synthetic_actions`) through
@@ -166,7 +167,7 @@ class _TrainClip:
     frames = decode_frames([jpegs[i] for i in chosen], description)
     return {'video': augment_clip(frames, self._image_size, rng,
                                   **self._augment),
-            'label': np.int32(label), 'mask': np.True_}
+            'label': np.int32(label)}
 
 
 def _exit_with_parent(worker_index: int, worker_count: int) -> None:
@@ -245,8 +246,7 @@ def make_train_dataset(dataset, *, num_frames: int, image_size: int,
       process.
 
   Returns:
-    An endless iterable of {'video', 'label', 'mask'} batches (mask all
-    True).
+    An endless iterable of {'video', 'label'} batches.
   """
   if seed < 0:
     raise ValueError(f'seed must be non-negative, got {seed}')
