@@ -16,11 +16,11 @@ same float32 input (B, K, 224, 224, 3) RGB 0..255:
     configuration of TORCH_CONFIGS (default; channels-last 2D convolutions;
     on a GPU also torch.compile, with cudnn.benchmark on throughout). The
     JAX/PyTorch ratio is against the fastest of them.
-JAX's inference rows get OpenPose's 7 x 7 spectra prepared once per set of
-weights (models/transform_conv.py; --pose-conv=direct for lax.conv); the
-preparation's time and the spectra's bytes are reported per row. The
-training rows build their step with pasnet_jax.train, which passes the model
-no spectra: there the direct convolution runs.
+JAX's inference and frozen-pose training rows get OpenPose's 7 x 7 spectra
+prepared once per set of weights (models/transform_conv.py), as the
+training loop and the inference programs do; --pose-conv=direct for
+lax.conv. The preparation's time and the spectra's bytes are reported per
+row.
 Modes: `infer` (eval mode, no gradient); `train` (one step of the jitted
 training step `pasnet_jax.train.create_training` builds, with ECO's partial
 BatchNorm and the SGD recipe of configs/default.py at a constant learning
@@ -274,8 +274,9 @@ def row_config(spec: Spec, remat: bool = False):
 def jax_program(spec: Spec, variables: dict, video, labels, remat: bool = False,
                 device=None, pose_conv: str = 'auto', transforms: dict | None = None):
   """(jitted function, its arguments) of a row on `device` (default: the
-  first): the forward pass (given the pose `transforms`, their collection),
-  or the training step pasnet_jax.train builds, with its state donated.
+  first): the forward pass, or the training step pasnet_jax.train builds
+  with its state donated; either given the pose `transforms` (their
+  collection).
   Arguments may be abstract (jax.ShapeDtypeStruct), for counting FLOPs
   without any data."""
   config = row_config(spec, remat)
@@ -292,7 +293,8 @@ def jax_program(spec: Spec, variables: dict, video, labels, remat: bool = False,
   schedule = train.learning_rate_schedule(config, config.optimizer.learning_rate,
                                           num_steps=1)
   state, step = train.create_training(config, model, variables, schedule, mesh)
-  return step, (state, {'video': video, 'label': labels})
+  collection = {transform_conv.TRANSFORMS: transforms} if transforms else {}
+  return step, (state, {'video': video, 'label': labels}, collection)
 
 
 def count_flops(spec: Spec, size: int, remat: bool = False,
@@ -373,7 +375,7 @@ class JaxRunner:
   def run(self):
     out = jax.block_until_ready(self.compiled(*self.args))
     if self.spec.mode != 'infer':
-      self.args = (out[0], self.args[1])
+      self.args = (out[0], *self.args[1:])
     self.last = out
     return out
 
@@ -489,7 +491,7 @@ def run_row(spec: Spec, args, ctx) -> dict:
   torch_model, variables = ctx['models'](spec.style, fresh=True)
   row['jax'] = jax_result = {}
   transforms = None
-  if spec.mode == 'infer' and spec.style != 'A' and args.pose_conv != 'direct':
+  if spec.mode != 'train-pose' and spec.style != 'A' and args.pose_conv != 'direct':
     transforms, prepared = ctx['transforms'](spec.style)
     jax_result.update(prepared)
   jax_runner = JaxRunner(spec, variables, video, labels, remat=args.remat,
@@ -1006,7 +1008,7 @@ def main(argv=None):
     torch_model, variables = models(spec.style)
     rng = np.random.default_rng(0)
     transforms = None
-    if spec.mode == 'infer' and spec.style != 'A' and args.pose_conv != 'direct':
+    if spec.mode != 'train-pose' and spec.style != 'A' and args.pose_conv != 'direct':
       transforms, _ = ctx['transforms'](spec.style)
     runner = JaxRunner(spec, variables,
                        rng.uniform(0, 255, (spec.batch, spec.frames, args.size, args.size, 3)

@@ -87,6 +87,10 @@ MEANINGS = {
                               'random',
     'model.eco_layout': "ECO's 3D part for runs from random weights: official "
                         "(the authors') or early; weights bring their own",
+    'model.pose_conv': "OpenPose's 7 x 7 convolutions: auto (through the FFT "
+                       'with spectra prepared once, where measured faster: '
+                       'float32 on a CPU, frozen pose), direct or transform '
+                       '(docs/transform_convolutions.md)',
     'model.lambdas.explicit': 'lambda1 in A + lambda1 E*A',
     'model.lambdas.implicit': 'lambda2 in A + lambda2 pool(I)',
     'model.lambdas.implicit_with_paf': 'lambda3 in A + lambda3 pool(I) + '
@@ -188,6 +192,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.remat = False
   config.model.fusion_conv_init = 'identity'
   config.model.eco_layout = 'official'
+  config.model.pose_conv = 'auto'
   config.model.lambdas = ml_collections.ConfigDict()
   config.model.lambdas.explicit = 1.5
   config.model.lambdas.implicit = 1.5

@@ -12,6 +12,7 @@ from pasnet_jax import parallel
 from pasnet_jax.errors import ConfigError
 from pasnet_jax.models import fusion as fusion_lib
 from pasnet_jax.models import layers
+from pasnet_jax.models import pose
 from pasnet_jax.models import spatiotemporal
 from pasnet_jax.models.pasnet import DTYPES, STRIDE
 
@@ -51,6 +52,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   one_of('model.fusion_conv_init', config.model.fusion_conv_init,
          fusion_lib.CONV_INITS)
   one_of('model.eco_layout', config.model.eco_layout, spatiotemporal.LAYOUTS)
+  one_of('model.pose_conv', config.model.pose_conv, pose.CONV_FORMS)
   one_of('distributed.initialize', config.distributed.initialize,
          parallel.DISTRIBUTED_MODES)
   one_of('eval_crops', config.eval_crops, EVAL_CROPS)

@@ -34,7 +34,7 @@ def scores_of(trained: inference.TrainedModel, mesh, clips: int, crops: int,
   config = trained.config
   dataset = dataset or datasets.load_dataset(config.dataset)
   batches = evaluation.eval_batches(dataset, config, clips, crops)
-  variables = jax.device_put(trained.variables, parallel.replicated_sharding(mesh))
+  variables = trained.on_devices(parallel.replicated_sharding(mesh))
   return evaluation.evaluate(variables, batches, model=trained.model, mesh=mesh)
 
 

@@ -15,7 +15,7 @@ from pasnet_jax.data import pipeline
 from pasnet_jax.data import sampling
 from pasnet_jax.data import video
 from pasnet_jax.models import spatiotemporal
-from pasnet_jax.models.pasnet import create_model, PASNet
+from pasnet_jax.models.pasnet import create_model, pose_transforms, PASNet
 
 
 @dataclasses.dataclass
@@ -26,6 +26,13 @@ class TrainedModel:
   class_names: list[str]
   workdir: str
   step: int
+
+  def on_devices(self, sharding: jax.sharding.Sharding | jax.Device) -> dict:
+    """The variables put on `sharding`'s devices, once, with the pose
+    spectra prepared there where the model runs them (config.image_size)."""
+    variables = jax.device_put(self.variables, sharding)
+    size = self.config.image_size
+    return {**variables, **pose_transforms(self.model, variables, size, size)}
 
 
 def load_trained(workdir: str) -> TrainedModel:
@@ -52,6 +59,8 @@ def load_trained(workdir: str) -> TrainedModel:
   # config.json predates the key.
   config.model.eco_layout = spatiotemporal.layout_of(
       variables['params']['spatiotemporal'])
+  if 'pose_conv' not in config.model:  # A run from before the key.
+    config.model.pose_conv = 'auto'
   model = create_model(config.model, len(class_names))
   return TrainedModel(model=model, variables=variables, config=config,
                       class_names=class_names, workdir=stage_dir,

@@ -27,7 +27,7 @@ def predict_files(trained: inference.TrainedModel, paths, top: int):
   config = trained.config
   # The weights cross over once; each clip is one explicit transfer.
   device = jax.devices()[0]
-  variables = jax.device_put(trained.variables, device)
+  variables = trained.on_devices(device)
   apply = jax.jit(lambda variables, video: jax.nn.softmax(
       trained.model.apply(variables, video, train=False), axis=-1))
   for path in paths:

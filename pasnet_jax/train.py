@@ -40,7 +40,8 @@ from pasnet_jax.data import datasets
 from pasnet_jax.data import pipeline
 from pasnet_jax.errors import Diverged, PeerLost, Preempted
 from pasnet_jax.models import layers
-from pasnet_jax.models.pasnet import create_model, PASNet
+from pasnet_jax.models import transform_conv
+from pasnet_jax.models.pasnet import create_model, pose_transforms, PASNet
 
 
 
@@ -125,11 +126,16 @@ def _cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
+def train_step(state: TrainState, batch: dict[str, jax.Array],
+               transforms: dict | None = None, *, model: PASNet,
                optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                accumulation_steps: int, mesh: jax.sharding.Mesh
                ) -> tuple[TrainState, dict]:
   """One optimizer step over a global batch, in `accumulation_steps` parts.
+
+  `transforms`: the frozen pose branch's prepared spectra
+  (pasnet.pose_transforms), an argument rather than a constant of the
+  compiled step, which would otherwise hold their 1.6 GB.
 
   BatchNorm statistics advance once per microbatch, as they would if the
   microbatches were successive steps of the original training code.
@@ -139,7 +145,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
   def microbatch_grads(params, batch_stats, micro, index):
     def loss_fn(params):
       logits, updates = model.apply(
-          {'params': params, 'batch_stats': batch_stats}, micro['video'],
+          {'params': params, 'batch_stats': batch_stats, **(transforms or {})},
+          micro['video'],
           train=True, rngs={'dropout': jax.random.fold_in(rng, index)},
           mutable=['batch_stats'])
       loss = jnp.mean(_cross_entropy(logits, micro['label']))
@@ -180,9 +187,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: PASNet,
                   'accuracy': correct / batch['label'].shape[0],
                   'grad_norm': optax.global_norm(grads),
                   'learning_rate': schedule(state.step) * state.lr_scale,
-                  # Checked on the host before anything is saved.
+                  # Checked on the host before anything is saved. The
+                  # weights were finite, so finite updates keep them so;
+                  # the frozen parts' updates are zeros, which XLA folds,
+                  # so this reads the trained weights' updates only.
                   'finite': jnp.isfinite(loss) & jnp.isfinite(
-                      optax.global_norm(params))}
+                      optax.global_norm(updates))}
   return new_state, step_metrics
 
 
@@ -277,12 +287,6 @@ class _Progress:
                   'train/clips_per_second': steps_per_second * self.clips})
 
 
-def _without_mask(local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """A training batch as the step takes it: the mask only marks evaluation
-  padding."""
-  return {name: value for name, value in local.items() if name != 'mask'}
-
-
 class _StepMetrics:
   """The steps' metrics, kept on the devices between the loop's waits.
 
@@ -330,7 +334,7 @@ class _StepMetrics:
 def create_training(config: ml_collections.ConfigDict, model: PASNet,
                     variables: dict, schedule: optax.Schedule,
                     mesh: jax.sharding.Mesh):
-  """(initial TrainState on the devices, jitted step(state, batch)).
+  """(initial TrainState on the devices, jitted step(state, batch, transforms)).
 
   Variables of jax.ShapeDtypeStruct give an abstract state: enough to lower
   the step without any data (benchmarks/model.py counts its FLOPs so).
@@ -354,6 +358,19 @@ def create_training(config: ml_collections.ConfigDict, model: PASNet,
   if isinstance(jax.tree_util.tree_leaves(variables)[0], jax.ShapeDtypeStruct):
     return jax.eval_shape(make_state, variables), step_fn
   return make_state(jax.device_put(variables, replicated)), step_fn
+
+
+def _pose_transforms(model: PASNet, params: dict, size: int, train: bool
+                     ) -> dict:
+  """pasnet.pose_transforms of `params` on size x size frames, logged."""
+  start = time.monotonic()
+  transforms = pose_transforms(model, {'params': params}, size, size, train)
+  if transforms:
+    logging.info("OpenPose's 7 x 7 convolutions run through the FFT: %.2f GB "
+                 'of spectra prepared in %.1f s (model.pose_conv=%s)',
+                 transform_conv.total_bytes(transforms) / 1e9,
+                 time.monotonic() - start, model.pose_conv)
+  return transforms
 
 
 def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
@@ -410,12 +427,18 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
     logging.info('Resuming %s from step %d (checkpoint %s/%d)', workdir, latest,
                  manager.directory, latest)
   start_step = int(jax.device_get(state.step))
+  # From the weights restored, not the initial ones: a frozen pose branch
+  # keeps them for every step and evaluation of the stage.
+  transforms = _pose_transforms(model, state.params, size, train=True)
 
   eval_fn = jax.jit(functools.partial(evaluation.eval_step, model=model))
 
   def run_eval(state) -> dict:
+    eval_transforms = (transforms if model.freeze_pose else
+                       _pose_transforms(model, state.params, size, train=False))
     scores, labels = evaluation.evaluate(
-        {'params': state.params, 'batch_stats': state.batch_stats},
+        {'params': state.params, 'batch_stats': state.batch_stats,
+         **eval_transforms},
         evaluation.eval_batches(dataset, config), model=model, mesh=mesh,
         eval_fn=eval_fn)
     return metrics_lib.summarize(scores, labels, dataset.class_names)
@@ -441,10 +464,10 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
                                 enabled=jax.process_index() == 0)
   metrics = _StepMetrics(manager)
   with _SignalFlag() as signals, parallel.DevicePrefetch(
-      (_without_mask(local) for local in train_batches), mesh) as batches:
+      train_batches, mesh) as batches:
     for step in range(start_step + 1, num_steps + 1):
       tracer.before(step)
-      state, step_metrics = step_fn(state, next(batches))
+      state, step_metrics = step_fn(state, next(batches), transforms)
       tracer.after(step, step_metrics)
       metrics.add(step, step_metrics)
       log_now = step % config.log_every_steps == 0 or step == num_steps

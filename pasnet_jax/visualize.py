@@ -104,8 +104,7 @@ def main(argv):
         trained.model.apply, train=False, method=PASNet.features))
     device = jax.devices()[0]
     features = jax.device_get(features_of(
-        jax.device_put(trained.variables, device),
-        jax.device_put(clip[None], device)))
+        trained.on_devices(device), jax.device_put(clip[None], device)))
     probabilities = np.exp(features['logits'][0] - features['logits'][0].max())
     best = int(np.argmax(probabilities))
     title = (f'{os.path.basename(argv[1])}: {trained.class_names[best]} '

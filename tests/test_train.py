@@ -15,7 +15,7 @@ from pasnet_jax import errors
 from pasnet_jax import parallel
 from pasnet_jax import train
 from pasnet_jax.models import create_model
-from pasnet_jax.models.pasnet import init_variables
+from pasnet_jax.models.pasnet import init_variables, pose_transforms
 from tests import run_helpers
 
 
@@ -96,15 +96,57 @@ def test_twice_finetune_starts_stage_2_from_stage_1(twice):
   assert np.max(np.abs(after - before)) < 0.05 * np.max(np.abs(before))
 
 
-def one_step(config, variables, batch):
+def one_step(config, variables, batch, transforms=None):
   """(state after one step of `config` from `variables` on `batch`, metrics)."""
   model = create_model(config.model, run_helpers.NUM_TINY_CLASSES)
   mesh = parallel.make_mesh()
   schedule = train.learning_rate_schedule(config, config.optimizer.learning_rate,
                                           config.num_train_steps)
   state, step = train.create_training(config, model, variables, schedule, mesh)
-  state, step_metrics = step(state, parallel.global_batch(batch, mesh))
+  state, step_metrics = step(state, parallel.global_batch(batch, mesh),
+                             transforms)
   return jax.device_get(state), jax.device_get(step_metrics)
+
+
+def random_batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'video': rng.uniform(0, 255, (config.batch_size, config.frames,
+                                        config.image_size, config.image_size,
+                                        3)).astype(np.float32),
+          'label': rng.integers(0, run_helpers.NUM_TINY_CLASSES,
+                                config.batch_size).astype(np.int32)}
+
+
+@pytest.mark.slow
+def test_the_step_through_prepared_pose_spectra_trains_as_the_direct_one():
+  """At 96 x 96 the frozen pose branch's 7 x 7 convolutions go through the
+  FFT with spectra the loop prepares once (pasnet.pose_transforms); the
+  step must compute what the direct convolutions do."""
+  config = run_helpers.small_config(**{
+      'model.fusion': 'A+pool(I)+pool(F)', 'model.dropout': 0.0,
+      'image_size': 96, 'eval_short_side': 96, 'batch_size': 2,
+      'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.1})
+  model = create_model(config.model, run_helpers.NUM_TINY_CLASSES)
+  variables = init_variables(model, 0, (1, config.frames, 96, 96, 3))
+  transforms = pose_transforms(model, variables, 96, 96, train=True)
+  assert transforms, 'auto should take the FFT at 96 x 96 in float32 on a CPU'
+  batch = random_batch(config)
+  (fft_state, fft_metrics), (direct_state, direct_metrics) = (
+      one_step(config, variables, batch, transforms),
+      one_step(config, variables, batch))
+  np.testing.assert_allclose(fft_metrics['loss'], direct_metrics['loss'],
+                             rtol=1e-4)
+  np.testing.assert_allclose(fft_metrics['grad_norm'],
+                             direct_metrics['grad_norm'], rtol=1e-3)
+  pairs = [(fft, direct) for part in ('appearance', 'spatiotemporal',
+                                       'classifier')
+           for fft, direct in zip(
+               jax.tree_util.tree_leaves(fft_state.params[part]),
+               jax.tree_util.tree_leaves(direct_state.params[part]))]
+  for fft, direct in pairs:
+    np.testing.assert_allclose(fft, direct, rtol=1e-3, atol=1e-5)
+  # Rounded differently, so the spectra were taken, not ignored.
+  assert any(not np.array_equal(fft, direct) for fft, direct in pairs)
 
 
 @pytest.fixture(scope='module')
@@ -117,12 +159,7 @@ def one_batch_and_four_microbatches():
   model = create_model(config.model, run_helpers.NUM_TINY_CLASSES)
   variables = init_variables(model, 0, (1, config.frames, config.image_size,
                                         config.image_size, 3))
-  rng = np.random.default_rng(0)
-  batch = {'video': rng.uniform(0, 255, (config.batch_size, config.frames,
-                                         config.image_size, config.image_size,
-                                         3)).astype(np.float32),
-           'label': rng.integers(0, run_helpers.NUM_TINY_CLASSES,
-                                 config.batch_size).astype(np.int32)}
+  batch = random_batch(config)
   config.accumulation_steps = 1
   whole = one_step(config, variables, batch)
   config.accumulation_steps = 4

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pasnet_jax.models import transform_conv
+from pasnet_jax.models import pasnet
 from pasnet_jax.models.pasnet import PASNet, with_pose_transforms
 from pasnet_jax.models.pose import OpenPose
 from tests.conftest import random_variables
@@ -102,6 +103,36 @@ def test_auto_takes_the_fft_only_for_a_frozen_pose(prepared, pose_conv, train,
                                    rngs={'dropout': jax.random.PRNGKey(0)})
   jaxpr = str(jax.make_jaxpr(apply)(prepared, jnp.zeros(VIDEO_SHAPE)))
   assert ('fft' in jaxpr) == through_fft
+
+
+@pytest.mark.parametrize('size, pose_conv, train, freeze_pose, dtype', [
+    (64, 'auto', False, True, jnp.float32),
+    (96, 'auto', False, True, jnp.float32),
+    (96, 'auto', True, True, jnp.float32),
+    (96, 'auto', True, False, jnp.float32),
+    (96, 'auto', False, True, jnp.bfloat16),
+    (96, 'direct', False, True, jnp.float32),
+    (64, 'transform', False, True, jnp.float32),
+])
+def test_spectra_are_prepared_exactly_where_the_model_runs_them(
+    prepared, monkeypatch, size, pose_conv, train, freeze_pose, dtype):
+  """pasnet.pose_transforms, which the training loop and the inference
+  programs call, decides without running the model; it must agree with the
+  model's own choice, or 1.6 GB would be prepared for nothing, or the FFT
+  never taken."""
+  monkeypatch.setattr(pasnet, 'with_pose_transforms', lambda variables: prepared)
+  model = PASNet(5, pose_conv=pose_conv, freeze_pose=freeze_pose, dtype=dtype)
+  given = pasnet.pose_transforms(model, prepared, size, size, train)
+  apply = lambda v, x: model.apply(v, x, train=train, mutable=['batch_stats'],
+                                   rngs={'dropout': jax.random.PRNGKey(0)})
+  variables = {**prepared, **given} if given else {
+      k: v for k, v in prepared.items() if k != transform_conv.TRANSFORMS}
+  video = jnp.zeros((1, 1, size, size, 3))
+  runs_fft_given_spectra = 'fft' in str(jax.make_jaxpr(apply)(prepared, video))
+  assert bool(given) == runs_fft_given_spectra
+  assert ('fft' in str(jax.make_jaxpr(apply)(variables, video))) == bool(given)
+  assert not pasnet.pose_transforms(PASNet(5, fusion='A'), prepared, size,
+                                    size, train)
 
 
 def test_prepared_spectra_refused_when_the_pose_trains(prepared):

@@ -17,6 +17,7 @@ from pasnet_jax.models import fusion as fusion_lib
 from pasnet_jax.models import transform_conv
 from pasnet_jax.models.appearance import Appearance
 from pasnet_jax.models.fusion import Fusion, Lambdas
+from pasnet_jax.models import pose as pose_lib
 from pasnet_jax.models.pose import OpenPose
 from pasnet_jax.models.spatiotemporal import Spatiotemporal
 
@@ -146,6 +147,24 @@ def with_pose_transforms(variables: dict,
   return {**variables, transform_conv.TRANSFORMS: {'pose': spectra}}
 
 
+def pose_transforms(model: PASNet, variables: dict, height: int, width: int,
+                    train: bool = False) -> dict:
+  """The prepared pose spectra `model` runs on frames of height x width:
+  {'transforms': ...} to merge into the variables it is applied with, or {}
+  where it would convolve directly. Callers prepare them through this, so
+  that the 1.6 GB and the seconds they take are spent only where used.
+  """
+  if (not fusion_lib.uses_pose(model.fusion) or model.pose_conv == 'direct' or
+      (train and not model.freeze_pose)):
+    return {}
+  if model.pose_conv == 'auto' and not pose_lib.fft_pays(
+      height // pose_lib.MAP_STRIDE, width // pose_lib.MAP_STRIDE, model.dtype):
+    return {}
+  prepared = with_pose_transforms(variables)
+  return {name: value for name, value in prepared.items()
+          if name == transform_conv.TRANSFORMS}
+
+
 def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
                  fusion: str | None = None) -> PASNet:
   """The PASNet `model_config` (config.model) describes; `fusion` overrides
@@ -160,7 +179,8 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int,
       remat=model_config.remat,
       lambdas=Lambdas(**model_config.lambdas.to_dict()),
       fusion_conv_init=model_config.fusion_conv_init,
-      eco_layout=model_config.eco_layout)
+      eco_layout=model_config.eco_layout,
+      pose_conv=model_config.pose_conv)
 
 
 def _truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndarray:

@@ -25,6 +25,18 @@ NUM_STAGES = 6
 # cover at most transform_conv.MAX_COVERAGE times (measured faster there;
 # docs/transform_convolutions.md), the direct convolution elsewhere.
 CONV_FORMS = ('auto', 'direct', 'transform')
+# The stage maps' stride: frames of H x W give (H/8) x (W/8) maps.
+MAP_STRIDE = 8
+
+
+def fft_pays(map_height: int, map_width: int, dtype: Any) -> bool:
+  """Whether "auto" takes the FFT (given prepared spectra) on stage maps of
+  map_height x map_width computed in `dtype` on this backend."""
+  return (jax.default_backend() == 'cpu' and
+          jnp.dtype(dtype) == jnp.float32 and
+          transform_conv.coverage(map_height, map_width,
+                                  transform_conv.FFT_KERNEL)
+          <= transform_conv.MAX_COVERAGE)
 
 # (name, output channels) of the VGG-19 front, with 'pool' for 2 x 2 max pools.
 VGG_LAYERS = (
@@ -71,9 +83,7 @@ class OpenPose(nn.Module):
       return False
     return self.conv_form == 'transform' or (
         self.has_variable(transform_conv.TRANSFORMS, name) and
-        jax.default_backend() == 'cpu' and jnp.dtype(self.dtype) == jnp.float32
-        and transform_conv.coverage(*x.shape[1:3], kernel)
-        <= transform_conv.MAX_COVERAGE)
+        fft_pays(*x.shape[1:3], self.dtype))
 
   def _conv(self, x, name, kernel, features, relu):
     if self._through_fft(x, name, kernel):
