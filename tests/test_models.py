@@ -294,19 +294,31 @@ def test_spatiotemporal_layouts(layout, layers_only_here, biases):
   assert out.shape == (1, 512)
 
 
-@pytest.mark.parametrize('frames, stride', [(4, 1), (5, 2), (2, 2)])
-def test_3d_convolution_as_2d_equals_the_native_one(frames, stride):
-  """The CPU's sum of 2D convolutions over the temporal taps against XLA's
-  3D convolution, which GPUs and TPUs run."""
+@pytest.mark.parametrize('form', [layers.conv3d_as_2d, layers.conv3d_patches])
+@pytest.mark.parametrize('frames, stride', [(4, 1), (5, 2), (2, 2), (1, 1)])
+def test_3d_convolution_forms_equal_the_native_one(form, frames, stride):
+  """The CPU's forms (a sum of 2D convolutions over the temporal taps; one
+  matrix product of gathered neighbourhoods) against XLA's 3D convolution,
+  which GPUs and TPUs run."""
   rng = np.random.default_rng(frames)
   x = rng.normal(size=(2, frames, 9, 8, 16)).astype(np.float32)
   kernel = rng.normal(size=(3, 3, 3, 16, 8)).astype(np.float32)
   native = jax.lax.conv_general_dilated(
       x, kernel, (stride,) * 3, [(1, 1)] * 3,
       dimension_numbers=('NTHWC', 'THWIO', 'NTHWC'))
-  as_2d = layers.conv3d_as_2d(x, kernel, stride, 1)
-  assert as_2d.shape == native.shape
-  np.testing.assert_allclose(as_2d, native, rtol=1e-5, atol=1e-4)
+  other = form(x, kernel, stride, 1)
+  assert other.shape == native.shape
+  np.testing.assert_allclose(other, native, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape, stride, form', [
+    ((8, 1, 2, 2, 512), 1, 'patches'),     # res5 at 64 x 64, batch 8: 32 positions
+    ((1, 4, 28, 28, 128), 2, 'patches'),   # res4a at 224, K = 4: 392
+    ((1, 4, 28, 28, 128), 1, 'as_2d'),     # res3 at 224, K = 4: 3136
+])
+def test_auto_picks_the_3d_form_by_output_positions(shape, stride, form):
+  assert layers.conv3d_form('auto', shape, (3, 3, 3), stride, 1) == form
+  assert layers.conv3d_form('native', shape, (3, 3, 3), stride, 1) == 'native'
 
 
 def test_remat_changes_memory_not_results(video):

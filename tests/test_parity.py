@@ -167,9 +167,9 @@ def pasnet_outputs(pasnet_case):
 
 
 @pytest.mark.parametrize('layout', spatiotemporal.LAYOUTS)
-@pytest.mark.parametrize('conv3d', ('as_2d', 'native'))
+@pytest.mark.parametrize('conv3d', ('as_2d', 'patches', 'native'))
 def test_eco_matches_reference(eco_cases, layout, conv3d):
-  """Both layouts; the 3D convolutions as the CPU's sum of 2D ones and as
+  """Both layouts; the 3D convolutions in both of the CPU's forms and as
   XLA's native 3D convolution (what GPUs and TPUs run)."""
   eco_case = eco_cases(layout)
   model = layout_model(eco_case['variables'], 'A', conv3d=conv3d)

@@ -183,10 +183,20 @@ def batchnorm_frozen(bn_policy: str, name: str) -> bool:
 # XLA's CPU backend computes 3D convolutions, and above all their gradients,
 # about half as fast as 2D ones (measured: 0.84 s against 0.38 s for one
 # 3 x 3 x 3, 128-channel forward and backward pass at 16 x 28 x 28 on two
-# cores). There "auto" runs a 3D convolution as a sum over its temporal taps
-# of 2D convolutions with time folded into the batch; the result is the same
-# up to float rounding. Other backends run XLA's 3D convolution.
-CONV3D_FORMS = ('auto', 'native', 'as_2d')
+# cores), and on small maps up to 20x slower (benchmarks/conv3d.py). There
+# "auto" takes one of two equivalent forms (the same result up to float
+# rounding): "as_2d", a sum over the temporal taps of 2D convolutions with
+# time folded into the batch, for layers with many output positions;
+# "patches", one matrix product over the gathered 3 x 3 x 3 neighbourhoods
+# (im2col), for the rest, where it measured up to 30x faster than "as_2d"
+# (2 x 2 maps, where XLA's 2D convolution is slow too). Other backends run
+# XLA's 3D convolution.
+CONV3D_FORMS = ('auto', 'native', 'as_2d', 'patches')
+# "auto" takes "patches" up to this many output positions (batch x frames
+# x height x width) per layer: it won at 32 to 576 and lost at 1568 and more
+# (benchmarks/results/conv3d_cpu.json). Its gathered input is 27x the
+# layer's, at most 27 x 600 x 512 floats (33 MB) here.
+PATCHES_MAX_POSITIONS = 600
 
 
 class ConvParams(nn.Module):
@@ -228,6 +238,38 @@ def conv3d_as_2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int
   return total.reshape(batch, out_frames, *total.shape[1:])
 
 
+def conv3d_patches(x: jax.Array, kernel: jax.Array, stride: int, pad: int
+                   ) -> jax.Array:
+  """NTHWC x (kT, kH, kW, I, O) -> NTHWC, as one matrix product of the
+  gathered neighbourhoods (taps in the kernel's order) by the kernel."""
+  batch = x.shape[0]
+  taps = kernel.shape[:3]
+  x = jnp.pad(x, ((0, 0), *[(pad, pad)] * 3, (0, 0)))
+  out = [(size - tap) // stride + 1 for size, tap in zip(x.shape[1:4], taps)]
+  gathered = jnp.concatenate(
+      [x[:, t:t + (out[0] - 1) * stride + 1:stride,
+         h:h + (out[1] - 1) * stride + 1:stride,
+         w:w + (out[2] - 1) * stride + 1:stride]
+       for t in range(taps[0]) for h in range(taps[1]) for w in range(taps[2])],
+      axis=-1)
+  y = gathered.reshape(-1, gathered.shape[-1]) @ kernel.reshape(-1, kernel.shape[-1])
+  return y.reshape(batch, *out, kernel.shape[-1])
+
+
+def conv3d_form(conv3d: str, x_shape: tuple[int, ...], kernel_size,
+                stride: int, pad: int) -> str:
+  """The form (CONV3D_FORMS but "auto") `conv3d` runs a 3D convolution in,
+  for an NTHWC input of `x_shape`."""
+  if conv3d != 'auto':
+    return conv3d
+  if jax.default_backend() != 'cpu':
+    return 'native'
+  positions = x_shape[0] * math.prod(
+      (size + 2 * pad - tap) // stride + 1
+      for size, tap in zip(x_shape[1:4], kernel_size))
+  return 'patches' if positions <= PATCHES_MAX_POSITIONS else 'as_2d'
+
+
 def conv(x: jax.Array, features: int, kernel: int | Sequence[int], *, name: str,
          stride: int = 1, pad: int = 0, use_bias: bool = True,
          dtype: Dtype = jnp.float32, conv3d: str = 'auto') -> jax.Array:
@@ -240,12 +282,12 @@ def conv(x: jax.Array, features: int, kernel: int | Sequence[int], *, name: str,
   """
   spatial = x.ndim - 2
   kernel_size = (kernel,) * spatial if isinstance(kernel, int) else tuple(kernel)
-  as_2d = conv3d == 'as_2d' or (conv3d == 'auto' and
-                                jax.default_backend() == 'cpu')
-  if spatial == 3 and as_2d:
+  if spatial == 3 and (form := conv3d_form(conv3d, x.shape, kernel_size,
+                                            stride, pad)) != 'native':
     weights, bias = ConvParams(features, kernel_size, use_bias, name=name)(
         x.shape[-1])
-    y = conv3d_as_2d(x.astype(dtype), weights.astype(dtype), stride, pad)
+    compute = conv3d_as_2d if form == 'as_2d' else conv3d_patches
+    y = compute(x.astype(dtype), weights.astype(dtype), stride, pad)
     return y if bias is None else y + bias.astype(dtype)
   return nn.Conv(features, kernel_size, strides=(stride,) * spatial,
                  padding=[(pad, pad)] * spatial, use_bias=use_bias, dtype=dtype,
