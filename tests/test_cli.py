@@ -45,7 +45,8 @@ def _only_line(result):
     (['--config.optimiser.learning_rate=1', '--config.model.fussion=A'],
      'error: unknown config keys optimiser.learning_rate (closest: '
      'optimizer.learning_rate, stage1.learning_rate, optimizer.decay_at), '
-     'model.fussion (closest: model.fusion, model.fusion_conv_init); '
+     'model.fussion (closest: model.fusion, model.fusion_conv_init, '
+     'model.pose_conv); '
      '--print_config lists every key with its meaning'),
     (['--config.frames=abc'],
      "error: flag --config.frames=abc: invalid literal for int() with base "
