@@ -5,6 +5,7 @@
 device count. The modules that use the config then trust it.
 """
 
+from etils import epath
 import jax
 import ml_collections
 
@@ -82,6 +83,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       f'a positive {steps}, or {steps}=0 and a positive {epochs}')
   at_least('seed', config.seed, 0)
   at_least('profile_steps', config.profile_steps, 0)
+  # Checked here rather than where the weights are loaded, which comes
+  # after the dataset's lookup or build (about 75 min for UCF-101).
+  for key, what in (('eco', 'the directory python -m convert.eco wrote'),
+                    ('openpose', 'the directory python -m convert.openpose '
+                     'wrote'),
+                    ('workdir', "a training run's --workdir")):
+    path = config.init[key]
+    if path and not epath.Path(path).exists():
+      problems.append(f'init.{key}={path} does not exist; give {what}')
   if problems:
     raise ConfigError('Invalid config: ' + '; '.join(problems))
 

@@ -48,6 +48,10 @@ def _only_line(result):
      'model.fussion (closest: model.fusion, model.fusion_conv_init, '
      'model.pose_conv); '
      '--print_config lists every key with its meaning'),
+    (['--config.init.eco=/nonexistent/eco', '--config.init.workdir=/no/run'],
+     'error: Invalid config: init.eco=/nonexistent/eco does not exist; give '
+     'the directory python -m convert.eco wrote; init.workdir=/no/run does '
+     "not exist; give a training run's --workdir"),
     (['--config.frames=abc'],
      "error: flag --config.frames=abc: invalid literal for int() with base "
      "10: 'abc'"),
