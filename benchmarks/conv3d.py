@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from pasnet_jax import provenance  # noqa: E402
 from pasnet_jax.models import layers  # noqa: E402
+import pose_conv  # noqa: E402  (its `timed`, shared by both benchmarks)
 
 # (batch, frames, side, in channels, out channels, stride) of the input.
 DEFAULT_LAYERS = (
@@ -57,16 +58,6 @@ FORMS = {
 }
 
 
-def median_ms(fn, args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times)) * 1000
-
-
 def time_layer(shape, repeats: int) -> dict:
   batch, frames, side, channels, features, stride = shape
   x = jax.random.normal(jax.random.key(0), (batch, frames, side, side, channels))
@@ -81,7 +72,7 @@ def time_layer(shape, repeats: int) -> dict:
   for name, form in FORMS.items():
     grad = jax.jit(jax.grad(
         lambda x, k, form=form: jnp.sum(form(x, k, stride) ** 2), argnums=(0, 1)))
-    row[f'{name}_ms'] = median_ms(grad, (x, kernel), repeats)
+    row[f'{name}_ms'] = pose_conv.timed(grad, (x, kernel), repeats) * 1000
     row[f'{name}_error'] = float(jnp.max(jnp.abs(form(x, kernel, stride) -
                                                  reference))
                                  / jnp.max(jnp.abs(reference)))
