@@ -78,7 +78,8 @@ from pasnet_jax import provenance  # noqa: E402
 from pasnet_jax import train  # noqa: E402
 from pasnet_jax.models import layers  # noqa: E402
 from pasnet_jax.models import transform_conv  # noqa: E402
-from pasnet_jax.models.pasnet import create_model, PASNet, with_pose_transforms  # noqa: E402
+from pasnet_jax.models.pasnet import (  # noqa: E402
+    create_model, PASNet, runs_pose_transforms, with_pose_transforms)
 
 STYLES = ('A', 'A+pool(I)+pool(F)')
 MODES = ('infer', 'train', 'train-pose')
@@ -477,6 +478,18 @@ def _is_oom(error: Exception) -> bool:
   return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
 
 
+def row_transforms(spec: Spec, args, ctx) -> tuple[dict | None, dict]:
+  """(the pose spectra, {their preparation time, bytes}) where the row's
+  model runs them, as pasnet_jax.train and inference decide; else
+  (None, {})."""
+  model = create_model(row_config(spec, args.remat).model, NUM_CLASSES).clone(
+      pose_conv=args.pose_conv)
+  if not runs_pose_transforms(model, args.size, args.size,
+                              train=spec.mode != 'infer'):
+    return None, {}
+  return ctx['transforms'](spec.style)
+
+
 def run_row(spec: Spec, args, ctx) -> dict:
   """Measures one row on both sides; returns its record."""
   row = dataclasses.asdict(spec)
@@ -490,10 +503,8 @@ def run_row(spec: Spec, args, ctx) -> dict:
 
   torch_model, variables = ctx['models'](spec.style, fresh=True)
   row['jax'] = jax_result = {}
-  transforms = None
-  if spec.mode != 'train-pose' and spec.style != 'A' and args.pose_conv != 'direct':
-    transforms, prepared = ctx['transforms'](spec.style)
-    jax_result.update(prepared)
+  transforms, prepared = row_transforms(spec, args, ctx)
+  jax_result.update(prepared)
   jax_runner = JaxRunner(spec, variables, video, labels, remat=args.remat,
                          pose_conv=args.pose_conv, transforms=transforms)
   jax_result['compile_s'] = jax_runner.compile()
@@ -1007,9 +1018,7 @@ def main(argv=None):
     spec = rows[0]
     torch_model, variables = models(spec.style)
     rng = np.random.default_rng(0)
-    transforms = None
-    if spec.mode != 'train-pose' and spec.style != 'A' and args.pose_conv != 'direct':
-      transforms, _ = ctx['transforms'](spec.style)
+    transforms, _ = row_transforms(spec, args, ctx)
     runner = JaxRunner(spec, variables,
                        rng.uniform(0, 255, (spec.batch, spec.frames, args.size, args.size, 3)
                                    ).astype(np.float32),

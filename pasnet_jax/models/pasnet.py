@@ -147,6 +147,17 @@ def with_pose_transforms(variables: dict,
   return {**variables, transform_conv.TRANSFORMS: {'pose': spectra}}
 
 
+def runs_pose_transforms(model: PASNet, height: int, width: int,
+                         train: bool = False) -> bool:
+  """Whether `model` runs prepared pose spectra on frames of height x width
+  (when they are given), rather than convolving directly."""
+  if (not fusion_lib.uses_pose(model.fusion) or model.pose_conv == 'direct' or
+      (train and not model.freeze_pose)):
+    return False
+  return model.pose_conv == 'transform' or pose_lib.fft_pays(
+      height // pose_lib.MAP_STRIDE, width // pose_lib.MAP_STRIDE, model.dtype)
+
+
 def pose_transforms(model: PASNet, variables: dict, height: int, width: int,
                     train: bool = False) -> dict:
   """The prepared pose spectra `model` runs on frames of height x width:
@@ -154,11 +165,7 @@ def pose_transforms(model: PASNet, variables: dict, height: int, width: int,
   where it would convolve directly. Callers prepare them through this, so
   that the 1.6 GB and the seconds they take are spent only where used.
   """
-  if (not fusion_lib.uses_pose(model.fusion) or model.pose_conv == 'direct' or
-      (train and not model.freeze_pose)):
-    return {}
-  if model.pose_conv == 'auto' and not pose_lib.fft_pays(
-      height // pose_lib.MAP_STRIDE, width // pose_lib.MAP_STRIDE, model.dtype):
+  if not runs_pose_transforms(model, height, width, train):
     return {}
   prepared = with_pose_transforms(variables)
   return {name: value for name, value in prepared.items()
