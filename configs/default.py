@@ -147,6 +147,8 @@ MEANINGS = {
     'keep_checkpoints': 'latest checkpoints kept; the best by top-1 is kept '
                         'too',
     'seed': 'seed of the initial weights, dropout and data order',
+    'data_workers': 'processes reading and decoding clips on each host (-1: '
+                    'one per core; 0: none, in the training process)',
     'profile_steps': 'steps traced with the profiler into WORKDIR/profile '
                      '(0: none)',
     'distributed.initialize': 'jax.distributed: auto (when the environment '
@@ -243,6 +245,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
 
   config.seed = 0
+  config.data_workers = -1
   config.profile_steps = 0
 
   config.distributed = ml_collections.ConfigDict()

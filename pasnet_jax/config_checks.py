@@ -82,6 +82,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       problems.append(f'{steps}={given_steps} and {epochs}={given_epochs}: set '
                       f'a positive {steps}, or {steps}=0 and a positive {epochs}')
   at_least('seed', config.seed, 0)
+  at_least('data_workers', config.data_workers, -1)
   at_least('profile_steps', config.profile_steps, 0)
   # Checked here rather than where the weights are loaded, which comes
   # after the dataset's lookup or build (about 75 min for UCF-101).

@@ -26,7 +26,8 @@ def eval_batches(dataset: DatasetInfo, config: ml_collections.ConfigDict,
       batch_size=parallel.local_batch_size(config.eval_batch_size),
       split=config.dataset.eval_split, resize_size=config.eval_short_side,
       num_clips=clips or config.eval_clips, num_crops=crops or config.eval_crops,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.data_workers)
 
 
 def average_views(scores_fn):

@@ -447,7 +447,8 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
       dataset.prepared, num_frames=frames, image_size=size,
       batch_size=local_batch, seed=config.seed,
       split=config.dataset.train_split, process_index=jax.process_index(),
-      process_count=jax.process_count(), start_batch=batches_taken)
+      process_count=jax.process_count(), start_batch=batches_taken,
+      num_workers=config.data_workers)
   progress = _Progress(workdir, num_steps, config.batch_size, start_step)
   logging.info('Training %s (fusion %s) for %d steps (%.1f epochs of %d clips), '
                'batch %d on %d devices, %d processes, evaluating every %d '

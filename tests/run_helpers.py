@@ -39,8 +39,8 @@ def tiny_dataset(data_dir: str) -> datasets.DatasetInfo:
 
 
 def small_config(**changes):
-  """Fusion "A" at 2 x 32 x 32, 4 steps of 4 clips, conventional; `changes`
-  maps dotted keys to values."""
+  """Fusion "A" at 2 x 32 x 32, 4 steps of 4 clips, conventional, read in
+  the training process; `changes` maps dotted keys to values."""
   config = synthetic_config.get_config()
   config.strategy = 'conventional'
   config.model.fusion = 'A'
@@ -56,6 +56,9 @@ def small_config(**changes):
   config.optimizer.decay_at = ()
   config.optimizer.warmup_steps = 0
   config.stage1.num_train_steps = 2
+  # Reader processes take seconds to start, at every training run and
+  # evaluation; the pipeline's and the fault tests keep them.
+  config.data_workers = 0
   return changed(config, **changes)
 
 

@@ -38,6 +38,7 @@ def test_config_errors_name_the_key():
     ('eval_clips', 0, 'eval_clips=0 must be at least 1'),
     ('eval_short_side', 48, 'eval_short_side=48 must be at least image_size=64'),
     ('seed', -1, 'seed=-1 must be at least 0'),
+    ('data_workers', -2, 'data_workers=-2 must be at least -1'),
     ('accumulation_steps', 3,
      'batch_size=8 must be a multiple of accumulation_steps=3'),
 ])

@@ -12,9 +12,11 @@ import subprocess
 import sys
 import threading
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
+import simplejpeg
 
 from pasnet_jax.data import pipeline
 from pasnet_jax.data import sampling
@@ -114,6 +116,36 @@ def test_augmentation_crops_and_flips_all_frames_alike():
       np.testing.assert_array_equal(frame, clip[0])
   # Different generators give different crops and flips.
   assert len({clip.tobytes() for clip in clips}) > 6
+
+
+def test_augmentation_is_the_window_resized_then_mirrored():
+  frames = np.random.default_rng(1).integers(0, 255, (K, 60, 80, 3),
+                                             dtype=np.uint8)
+  flipped = 0
+  for seed in range(16):
+    clip = pipeline.augment_clip(frames, 32, np.random.default_rng(seed))
+    # The same draws, in the same order, as augment_clip makes them.
+    rng = np.random.default_rng(seed)
+    y, x, h, w = pipeline.multi_scale_crop_window(60, 80, rng)
+    expected = np.stack([cv2.resize(f[y:y + h, x:x + w], (32, 32),
+                                    interpolation=cv2.INTER_LINEAR)
+                         for f in frames])
+    if rng.random() < 0.5:
+      expected, flipped = expected[:, :, ::-1], flipped + 1
+    np.testing.assert_array_equal(clip, expected)
+  assert 0 < flipped < 16
+
+
+def test_frames_decode_as_each_alone_and_mixed_sizes_are_damage():
+  rng = np.random.default_rng(2)
+  images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+  jpegs = [simplejpeg.encode_jpeg(image) for image in images]
+  np.testing.assert_array_equal(
+      pipeline.decode_frames(jpegs, 'Record 0'),
+      np.stack([simplejpeg.decode_jpeg(j, colorspace='RGB') for j in jpegs]))
+  smaller = simplejpeg.encode_jpeg(np.ascontiguousarray(images[0][:40]))
+  with pytest.raises(DatasetError, match='Record 7 holds a damaged JPEG'):
+    pipeline.decode_frames([jpegs[0], smaller], 'Record 7')
 
 
 def test_multi_scale_crop_windows_are_ecos():
@@ -250,6 +282,7 @@ def test_a_damaged_record_is_a_dataset_error_naming_it(builder, tmp_path):
 def test_reading_does_not_import_tensorflow(builder):
   script = f"""
 import itertools, sys
+import cv2
 import numpy as np
 from pasnet_jax.data import pipeline
 data = dict(data_dir={str(builder.data_dir_root)!r}, num_frames={K},

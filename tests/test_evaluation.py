@@ -53,3 +53,11 @@ def test_evaluate_keeps_real_rows_once_and_averages_views():
   np.testing.assert_array_equal(labels, [0, 1, 2])
   np.testing.assert_allclose(scores[:, 0], [2.0, 12.0, 102.0])
   assert scores.shape == (3, 3)
+
+
+def test_the_config_sets_the_reading_processes(tiny_dataset):
+  config = run_helpers.small_config()
+  assert evaluation.eval_batches(tiny_dataset, config).num_workers == 0
+  config.data_workers = -1
+  assert (evaluation.eval_batches(tiny_dataset, config).num_workers
+          == len(os.sched_getaffinity(0)))

@@ -42,6 +42,8 @@ def main():
       num_train_steps=args.steps, checkpoint_every_steps=args.checkpoint_every,
       eval_every_steps=1000)
   config.init.workdir = args.init_workdir
+  # The faults include reader processes that die or outlive the run.
+  config.data_workers = -1
   for override in args.set:
     key, value = override.split('=', 1)
     *parents, leaf = key.split('.')

@@ -201,6 +201,7 @@ class Batches:
             grain.MultiprocessingOptions(num_workers=num_workers,
                                          per_worker_buffer_size=_WORKER_BUFFER),
             worker_init_fn=_exit_with_parent)
+    self.num_workers = num_workers
     self._description = description
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -220,7 +221,9 @@ class Batches:
 
 
 def _worker_count(num_workers: int | None) -> int:
-  return len(os.sched_getaffinity(0)) if num_workers is None else num_workers
+  if num_workers is None or num_workers < 0:
+    return len(os.sched_getaffinity(0))
+  return num_workers
 
 
 def make_train_dataset(dataset, *, num_frames: int, image_size: int,
@@ -242,8 +245,8 @@ def make_train_dataset(dataset, *, num_frames: int, image_size: int,
     start_batch: batches this process has already taken (the training step
       when resuming); the stream continues exactly where it stopped.
     scales, max_aspect_distortion, flip: the multi-scale crop and flip.
-    num_workers: reading processes; None: one per core; 0: read in this
-      process.
+    num_workers: reading processes; None or -1: one per core; 0: read in
+      this process.
 
   Returns:
     An endless iterable of {'video', 'label'} batches.
