@@ -473,8 +473,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
       metrics.add(step, step_metrics)
       log_now = step % config.log_every_steps == 0 or step == num_steps
       eval_now = step % eval_every == 0 or step == num_steps
+      # Read once: a signal that lands between the save and the stop below
+      # must wait for the next step's save, not stop after none.
+      stop = signals.received
       save_now = (eval_now or step % config.checkpoint_every_steps == 0 or
-                  signals.received)
+                  stop)
       if log_now or eval_now or save_now:
         # The only points where the loop waits for the device.
         metrics.fetch_and_check()
@@ -502,9 +505,9 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, stage: int,
                          {'batches_taken': batches_taken + step - start_step,
                           'plateau': dataclasses.asdict(plateau)},
                          evaluated)
-      if signals.received:
+      if stop:
         checkpoints.wait(manager)
-        raise Preempted(f'{signals.received} received: saved step {step} in '
+        raise Preempted(f'{stop} received: saved step {step} in '
                         f'{manager.directory}; run the same command to resume.')
   tracer.close()
   checkpoints.wait(manager)

@@ -99,6 +99,16 @@ class Worker:
                                        f'{step}.orbax-checkpoint-tmp*')))
 
 
+def _progress_lines(output: str) -> str:
+  """The lines of a run's output that say where it started and stopped,
+  without Orbax's many lines about each save."""
+  keep = ('Found', 'Resuming', 'Training', 'step ', 'received', 'error',
+          'Error', 'Traceback', 'Finished', 'saving')
+  return '\n'.join(line for line in output.splitlines()
+                   if line.startswith(('INFO:absl:', 'WARNING:absl:', 'error'))
+                   and any(k in line for k in keep))
+
+
 def resumed_from(output: str) -> int | None:
   match = re.search(r'Resuming .* from step (\d+)', output)
   return int(match.group(1)) if match else None
@@ -112,7 +122,7 @@ def test_preemption_saves_and_the_rerun_resumes(signal_number, data_dir,
   worker = Worker(data_dir, workdir, 10_000, cache=compile_cache)
   worker.wait_for(lambda: 'step 3/10000' in worker.output(), 'step 3')
   worker.process.send_signal(signal_number)
-  output = worker.finish()
+  output = first_output = worker.finish()
   assert worker.process.returncode == errors.PREEMPTED, output[-3000:]
   name = signal.Signals(signal_number).name
   assert f'{name} received: saved step' in output
@@ -122,7 +132,9 @@ def test_preemption_saves_and_the_rerun_resumes(signal_number, data_dir,
   rerun = Worker(data_dir, workdir, saved + 1, cache=compile_cache)
   output = rerun.finish()
   assert rerun.process.returncode == 0, output[-3000:]
-  assert resumed_from(output) == saved
+  assert resumed_from(output) == saved, (
+      _progress_lines(first_output) + '\n-- the rerun:\n' +
+      _progress_lines(output))
   assert f'step {saved + 1}/{saved + 1}' in output
 
 

@@ -5,6 +5,7 @@ parameters."""
 import json
 import logging
 import os
+import signal
 
 import jax
 import numpy as np
@@ -335,3 +336,25 @@ def test_the_learning_rate_state_resumes_after_a_kill(tmp_path, tiny_dataset):
   assert final(straight)[1]['decays'] >= 1
   for a, b in zip(params_of(resumed), params_of(straight)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_signal_during_a_steps_logging_still_saves_the_step_it_names(
+    tmp_path, tiny_dataset, monkeypatch):
+  """SIGTERM lands after the loop decided not to save step 1 (while it logs
+  the step): the stop must come with a saved step, at the next one."""
+  log = train._Progress.train  # pylint: disable=protected-access
+
+  def log_then_signal(self, step, *args):
+    log(self, step, *args)
+    if step == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+  monkeypatch.setattr(train._Progress, 'train', log_then_signal)  # pylint: disable=protected-access
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(errors.Preempted, match=r'saved step (\d+)') as raised:
+    train.train_and_evaluate(
+        run_helpers.small_config(checkpoint_every_steps=100), workdir,
+        tiny_dataset)
+  saved = int(raised.value.args[0].split('saved step ')[1].split()[0])
+  assert saved == 2
+  assert checkpoints.complete_steps(
+      os.path.join(workdir, checkpoints.CHECKPOINT_DIR)) == [saved]
