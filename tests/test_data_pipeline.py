@@ -282,7 +282,6 @@ def test_a_damaged_record_is_a_dataset_error_naming_it(builder, tmp_path):
 def test_reading_does_not_import_tensorflow(builder):
   script = f"""
 import itertools, sys
-import cv2
 import numpy as np
 from pasnet_jax.data import pipeline
 data = dict(data_dir={str(builder.data_dir_root)!r}, num_frames={K},
