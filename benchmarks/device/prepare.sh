@@ -19,7 +19,7 @@ LIMIT=$((64 * 1024 * 1024))
 # What a benchmark process imports (sys.modules after a read and a step)
 # that the device lacks. Versions are this checkout's venv's, which the
 # tests ran with.
-BINARY=(grain array-record simplejpeg av)
+BINARY=(grain array-record simplejpeg)
 PURE=(ml-collections tensorflow-datasets tensorflow-metadata rarfile promise
       toml immutabledict portpicker)
 # Videos of the generated dataset: every fourth is a test video, and K = 16

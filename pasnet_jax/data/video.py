@@ -19,17 +19,22 @@ What is done with unusual videos, the same for the dataset builders and
     the builders list it in the failure report, `predict` prints it.
 
 This module imports neither TensorFlow nor JAX, so that the worker processes
-that decode videos while a dataset is built start quickly.
+that decode videos while a dataset is built start quickly; it imports PyAV
+only when it decodes, so that training and evaluation, which read stored
+JPEGs, run where PyAV is not installed.
 """
 
 import io
 import os
 from collections.abc import Collection, Iterator
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from pasnet_jax.errors import DatasetError
+
+if TYPE_CHECKING:
+  import av
 
 # Frames are stored with their short side at this size; the paper's 256 x 340
 # input (for 4:3 videos) is then a crop away.
@@ -42,9 +47,6 @@ MIN_DECLARED_FRACTION = 0.9
 # Long side over short side. A frame beyond it resized to the short side
 # would not fit in a JPEG (65,500 pixels at most) or in memory.
 MAX_ASPECT_RATIO = 8
-# What PyAV raises for a damaged file: FFmpeg's errors, and a
-# UnicodeDecodeError for metadata that is not UTF-8.
-_DECODER_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
 
 
 class VideoDecodeError(DatasetError):
@@ -73,7 +75,7 @@ def _ffmpeg_message(error: Exception) -> str:
 
 def _decoded_frames(source, short_side: int | None,
                     wanted: Collection[int] | None = None
-                    ) -> tuple[Iterator[tuple[int, av.VideoFrame]], float]:
+                    ) -> tuple[Iterator[tuple[int, 'av.VideoFrame']], float]:
   """Iterator over (index, frame as RGB, resized if `short_side`); and fps.
 
   Only the frames whose index is in `wanted` (all if None) are converted;
@@ -83,9 +85,13 @@ def _decoded_frames(source, short_side: int | None,
   Decoding stays single-threaded: FFmpeg's frame threads swallow the error
   at the cut of a truncated file, which would then pass as a short video.
   """
+  import av  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  # What PyAV raises for a damaged file: FFmpeg's errors, and a
+  # UnicodeDecodeError for metadata that is not UTF-8.
+  decoder_errors = (av.FFmpegError, OSError, UnicodeDecodeError)
   try:
     container = av.open(source)
-  except _DECODER_ERRORS as e:
+  except decoder_errors as e:
     raise VideoDecodeError(f'not a readable video ({_ffmpeg_message(e)})') from e
   if not container.streams.video:
     container.close()
@@ -112,7 +118,7 @@ def _decoded_frames(source, short_side: int | None,
           else:
             yield count, None
           count += 1
-      except _DECODER_ERRORS as e:
+      except decoder_errors as e:
         raise VideoDecodeError(f'decoding failed after {count} frames '
                                f'({_ffmpeg_message(e)})') from e
     if count == 0:
