@@ -14,6 +14,12 @@ from them as unpacked folders, then measures:
   * the JPEG decode limit: clips/s of decoding the K sampled JPEGs of clips
     alone, with the pipeline's decoder in a pool of one process per core,
     with nothing else (no reading, parsing, cropping or batching);
+  * the same training pipeline with the whole split read and parsed once
+    per worker (reading made free): the most any storage layout could give
+    with these worker processes;
+  * a worker's milliseconds per K = 16 clip, step by step (read the
+    record, parse it, decode the K JPEGs, crop, resize and flip), timed in
+    one process;
   * where the crop, resize and flip should run: milliseconds per K = 16
     clip of the workers' OpenCV version and of a jitted JAX version on the
     default JAX device, on the same decoded frames (median of repeats).
@@ -38,6 +44,7 @@ import tempfile
 import time
 
 import av
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -212,6 +219,67 @@ def jpeg_decode_limit(clips: list[list[bytes]], num_clips: int) -> float:
   return float(np.median(rates))
 
 
+class _RecordsInMemoryClip(pipeline.TrainClip):
+  """The pipeline's training clip, with the worker's whole split read and
+  parsed on its first clip: reading then costs nothing, which no storage
+  layout can beat with the same worker processes."""
+  _examples = None
+
+  def example(self, index: int) -> tuple[list[bytes], int]:
+    if self._examples is None:
+      self._examples = [super(_RecordsInMemoryClip, self).example(i)
+                        for i in range(len(self._reader))]
+    return self._examples[index]
+
+
+def in_memory_train_clips_per_second(dataset: str, data_dir: str,
+                                     num_frames: int, batch_size: int,
+                                     num_batches: int) -> float:
+  """clips_per_second of the training pipeline (one worker per core) with
+  reading and parsing made free; the workers' first batches, which read
+  the split, are among those read before timing."""
+  reader = records.SplitReader(records.prepared_dataset(dataset, data_dir),
+                               'train')
+  clip = _RecordsInMemoryClip(
+      reader, (0, len(reader)), seed=0, process_index=0,
+      num_frames=num_frames, image_size=224,
+      scales=pipeline.MULTI_SCALE_CROP_SCALES, max_aspect_distortion=1,
+      flip=True)
+  positions = grain.MapDataset.range(0, np.iinfo(np.int64).max)
+  batches = pipeline.Batches(
+      positions.map(clip).batch(batch_size, drop_remainder=True),
+      len(os.sched_getaffinity(0)), reader.description)
+  return clips_per_second(batches, num_batches, batch_size)
+
+
+def worker_milliseconds(dataset: str, data_dir: str, num_frames: int
+                        ) -> dict[str, float]:
+  """Median milliseconds per training clip of each step a worker takes,
+  timed one by one in this process with the workers' malloc settings:
+  reading the video's record, parsing it, decoding the K sampled JPEGs,
+  and the crop, resize and flip."""
+  pipeline.keep_freed_blocks()
+  reader = records.SplitReader(records.prepared_dataset(dataset, data_dir),
+                               'train')
+  rng = np.random.default_rng(0)
+  steps = {'read': [], 'parse': [], 'decode': [], 'augment': []}
+
+  def timed(step, function, *args):
+    start = time.perf_counter()
+    out = function(*args)
+    steps[step].append(time.perf_counter() - start)
+    return out
+  for index in range(len(reader)):
+    record = timed('read', reader.read, index)
+    jpegs, _ = timed('parse', records.parse_video_example, record, 'benchmark')
+    chosen = sampling.train_indices(len(jpegs), num_frames, rng)
+    frames = timed('decode', pipeline.decode_frames,
+                   [jpegs[i] for i in chosen], 'benchmark')
+    timed('augment', pipeline.augment_clip, frames, 224, rng)
+  return {step: float(np.median(seconds)) * 1e3
+          for step, seconds in steps.items()}
+
+
 @functools.partial(jax.jit, static_argnames='image_size')
 def _jax_augment(frames, windows, flips, image_size: int):
   """The crop, resize and flip of `pipeline.augment_clip` as a jitted batch
@@ -319,10 +387,19 @@ def main():
     results['train_fraction_of_decode_limit_k16'] = (
         results['train_clips_per_s_k16']
         / results['jpeg_decode_limit_clips_per_s_k16'])
+    results['train_clips_per_s_k16_records_in_memory'] = (
+        in_memory_train_clips_per_second('ucf101_frames/split1', data_dir, 16,
+                                         batch, args.batches))
+    results['records_in_memory_fraction_of_decode_limit_k16'] = (
+        results['train_clips_per_s_k16_records_in_memory']
+        / results['jpeg_decode_limit_clips_per_s_k16'])
     host_ms, device_ms = augment_milliseconds(clips, batch, 224)
     results['augment_ms_per_clip_k16_opencv_in_worker'] = host_ms
     results[f'augment_ms_per_clip_k16_jax_on_{jax.default_backend()}'] = (
         device_ms)
+    # Last: it sets this process's malloc as the workers'.
+    results['worker_ms_per_clip_k16'] = worker_milliseconds(
+        'ucf101_frames/split1', data_dir, 16)
     results['load_average_after'] = os.getloadavg()
 
   print(f'{results["videos"]} videos x {results["frames_per_video"]} frames, '
@@ -342,6 +419,14 @@ def main():
   print(f'JPEG decode limit at K = 16: '
         f'{results["jpeg_decode_limit_clips_per_s_k16"]:.1f} clips/s; training '
         f'reaches {results["train_fraction_of_decode_limit_k16"]:.0%} of it')
+  print('with the records in memory (reading and parsing free), training '
+        f'gives {results["train_clips_per_s_k16_records_in_memory"]:.1f} '
+        'clips/s at K = 16, '
+        f'{results["records_in_memory_fraction_of_decode_limit_k16"]:.0%} of '
+        'the decode limit')
+  print('a worker\'s milliseconds per K = 16 clip, step by step: ' + ', '.join(
+      f'{step} {ms:.2f}' for step, ms in results['worker_ms_per_clip_k16']
+      .items()))
   print(f'crop, resize and flip per K = 16 clip: {host_ms:.2f} ms with OpenCV '
         f'in a worker, {device_ms:.2f} ms jitted on '
         f'{jax.default_backend()}')

@@ -154,7 +154,7 @@ def augment_clip(frames: np.ndarray, image_size: int, rng: np.random.Generator,
   return clip
 
 
-class _TrainClip:
+class TrainClip:
   """Position in the endless stream -> one augmented clip (in a worker)."""
 
   def __init__(self, reader: records.SplitReader, shard: tuple[int, int], *,
@@ -170,6 +170,14 @@ class _TrainClip:
                          max_aspect_distortion=max_aspect_distortion,
                          flip=flip)
 
+  def description(self, index: int) -> str:
+    return f'Record {index} of {self._reader.description}'
+
+  def example(self, index: int) -> tuple[list[bytes], int]:
+    """(JPEG frames, label) of record `index`."""
+    return records.parse_video_example(self._reader.read(index),
+                                       self.description(index))
+
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     epoch, offset = divmod(position, self._shard_size)
     # A new permutation of the shard every epoch, computed per index.
@@ -177,18 +185,17 @@ class _TrainClip:
         (*self._stream, _SHUFFLE_STREAM, epoch)).generate_state(1)[0]
     index = self._shard_start + grain.experimental.index_shuffle(
         offset, max_index=self._shard_size - 1, seed=int(epoch_seed), rounds=4)
-    description = f'Record {index} of {self._reader.description}'
-    jpegs, label = records.parse_video_example(self._reader.read(index),
-                                               description)
+    jpegs, label = self.example(index)
     rng = np.random.default_rng((*self._stream, _CLIP_STREAM, position))
     chosen = sampling.train_indices(len(jpegs), self._num_frames, rng)
-    frames = decode_frames([jpegs[i] for i in chosen], description)
+    frames = decode_frames([jpegs[i] for i in chosen],
+                           self.description(index))
     return {'video': augment_clip(frames, self._image_size, rng,
                                   **self._augment),
             'label': np.int32(label)}
 
 
-def _keep_freed_blocks() -> None:
+def keep_freed_blocks() -> None:
   """Makes glibc's malloc keep freed blocks of up to 32 MB for reuse.
 
   Every clip reads a whole video record (6 MB at UCF-101's 320 x 240) and
@@ -214,7 +221,7 @@ def _start_worker(worker_index: int, worker_count: int) -> None:
   parent's pid, as the worker sees it, changes when the parent is gone.
   """
   del worker_index, worker_count
-  _keep_freed_blocks()
+  keep_freed_blocks()
   parent = os.getppid()
 
   def watch():
@@ -325,7 +332,7 @@ def make_train_dataset(dataset, *, num_frames: int, image_size: int,
   if shard[1] == 0:
     raise DatasetError(f'Process {process_index} of {process_count} has no '
                        f'{split} examples of {prepared.name}.')
-  clip = _TrainClip(reader, shard, seed=seed, process_index=process_index,
+  clip = TrainClip(reader, shard, seed=seed, process_index=process_index,
                     num_frames=num_frames, image_size=image_size,
                     scales=scales, max_aspect_distortion=max_aspect_distortion,
                     flip=flip)
