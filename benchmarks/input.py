@@ -185,8 +185,10 @@ def sampled_jpegs(dataset: str, data_dir: str, num_frames: int
   clips = []
   for index in range(len(reader)):
     jpegs, _ = records.parse_video_example(reader.read(index), 'benchmark')
-    clips.append([jpegs[i] for i in sampling.train_indices(len(jpegs),
-                                                           num_frames, rng)])
+    # Copies: the decoding processes get them pickled, and views into the
+    # record would keep all of its frames.
+    clips.append([bytes(jpegs[i]) for i in sampling.train_indices(
+        len(jpegs), num_frames, rng)])
   return clips
 
 
