@@ -227,7 +227,7 @@ class _RecordsInMemoryClip(pipeline.TrainClip):
   layout can beat with the same worker processes."""
   _examples = None
 
-  def example(self, index: int) -> tuple[list[bytes], int]:
+  def example(self, index: int) -> tuple[list[memoryview], int]:
     if self._examples is None:
       self._examples = [super(_RecordsInMemoryClip, self).example(i)
                         for i in range(len(self._reader))]

@@ -76,7 +76,8 @@ def _process_shard(size: int, process_index: int, process_count: int
   return start, base + (process_index < extra)
 
 
-def decode_frames(jpegs: Sequence[bytes], description: str) -> np.ndarray:
+def decode_frames(jpegs: Sequence[bytes | memoryview], description: str
+                  ) -> np.ndarray:
   """uint8 (N, H, W, 3) RGB from N JPEG frames of one video."""
   try:
     shapes = [simplejpeg.decode_jpeg_header(jpeg)[:2] for jpeg in jpegs]
@@ -173,7 +174,7 @@ class TrainClip:
   def description(self, index: int) -> str:
     return f'Record {index} of {self._reader.description}'
 
-  def example(self, index: int) -> tuple[list[bytes], int]:
+  def example(self, index: int) -> tuple[list[memoryview], int]:
     """(JPEG frames, label) of record `index`."""
     return records.parse_video_example(self._reader.read(index),
                                        self.description(index))
@@ -333,9 +334,9 @@ def make_train_dataset(dataset, *, num_frames: int, image_size: int,
     raise DatasetError(f'Process {process_index} of {process_count} has no '
                        f'{split} examples of {prepared.name}.')
   clip = TrainClip(reader, shard, seed=seed, process_index=process_index,
-                    num_frames=num_frames, image_size=image_size,
-                    scales=scales, max_aspect_distortion=max_aspect_distortion,
-                    flip=flip)
+                   num_frames=num_frames, image_size=image_size,
+                   scales=scales, max_aspect_distortion=max_aspect_distortion,
+                   flip=flip)
   positions = grain.MapDataset.range(start_batch * batch_size,
                                      np.iinfo(np.int64).max)
   return Batches(positions.map(clip).batch(batch_size, drop_remainder=True),
