@@ -184,7 +184,7 @@ def sampled_jpegs(dataset: str, data_dir: str, num_frames: int
   rng = np.random.default_rng(0)
   clips = []
   for index in range(len(reader)):
-    jpegs, _ = records.parse_video_example(reader.read(index), 'benchmark')
+    jpegs, _ = reader.video_example(index)
     # Copies: the decoding processes get them pickled, and views into the
     # record would keep all of its frames.
     clips.append([bytes(jpegs[i]) for i in sampling.train_indices(
@@ -221,16 +221,16 @@ def jpeg_decode_limit(clips: list[list[bytes]], num_clips: int) -> float:
   return float(np.median(rates))
 
 
-class _RecordsInMemoryClip(pipeline.TrainClip):
-  """The pipeline's training clip, with the worker's whole split read and
-  parsed on its first clip: reading then costs nothing, which no storage
+class _InMemorySplitReader(records.SplitReader):
+  """The split's reader, with its process reading and parsing the whole
+  split on its first example: reading then costs nothing, which no storage
   layout can beat with the same worker processes."""
   _examples = None
 
-  def example(self, index: int) -> tuple[list[memoryview], int]:
+  def video_example(self, index: int) -> tuple[list[memoryview], int]:
     if self._examples is None:
-      self._examples = [super(_RecordsInMemoryClip, self).example(i)
-                        for i in range(len(self._reader))]
+      self._examples = [super(_InMemorySplitReader, self).video_example(i)
+                        for i in range(len(self))]
     return self._examples[index]
 
 
@@ -240,9 +240,9 @@ def in_memory_train_clips_per_second(dataset: str, data_dir: str,
   """clips_per_second of the training pipeline (one worker per core) with
   reading and parsing made free; the workers' first batches, which read
   the split, are among those read before timing."""
-  reader = records.SplitReader(records.prepared_dataset(dataset, data_dir),
-                               'train')
-  clip = _RecordsInMemoryClip(
+  reader = _InMemorySplitReader(records.prepared_dataset(dataset, data_dir),
+                                'train')
+  clip = pipeline.TrainClip(
       reader, (0, len(reader)), seed=0, process_index=0,
       num_frames=num_frames, image_size=224,
       scales=pipeline.MULTI_SCALE_CROP_SCALES, max_aspect_distortion=1,

@@ -171,14 +171,6 @@ class TrainClip:
                          max_aspect_distortion=max_aspect_distortion,
                          flip=flip)
 
-  def description(self, index: int) -> str:
-    return f'Record {index} of {self._reader.description}'
-
-  def example(self, index: int) -> tuple[list[memoryview], int]:
-    """(JPEG frames, label) of record `index`."""
-    return records.parse_video_example(self._reader.read(index),
-                                       self.description(index))
-
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     epoch, offset = divmod(position, self._shard_size)
     # A new permutation of the shard every epoch, computed per index.
@@ -186,11 +178,11 @@ class TrainClip:
         (*self._stream, _SHUFFLE_STREAM, epoch)).generate_state(1)[0]
     index = self._shard_start + grain.experimental.index_shuffle(
         offset, max_index=self._shard_size - 1, seed=int(epoch_seed), rounds=4)
-    jpegs, label = self.example(index)
+    jpegs, label = self._reader.video_example(index)
     rng = np.random.default_rng((*self._stream, _CLIP_STREAM, position))
     chosen = sampling.train_indices(len(jpegs), self._num_frames, rng)
     frames = decode_frames([jpegs[i] for i in chosen],
-                           self.description(index))
+                           self._reader.record_description(index))
     return {'video': augment_clip(frames, self._image_size, rng,
                                   **self._augment),
             'label': np.int32(label)}
@@ -413,14 +405,13 @@ class _EvalClip:
       return {'video': np.zeros(self._video_shape, np.uint8),
               'label': np.int32(0), 'mask': np.False_}
     index = self._shard_start + row
-    description = f'Record {index} of {self._reader.description}'
-    jpegs, label = records.parse_video_example(self._reader.read(index),
-                                               description)
+    jpegs, label = self._reader.video_example(index)
     chosen = np.concatenate([
         sampling.centre_indices(len(jpegs), self._num_frames, c,
                                 self._num_clips)
         for c in range(self._num_clips)])
-    frames = decode_frames([jpegs[i] for i in chosen], description)
+    frames = decode_frames([jpegs[i] for i in chosen],
+                           self._reader.record_description(index))
     views = eval_views(frames, self._image_size, self._resize_size,
                        self._num_crops)
     # (crops, clips * K, S, S, 3) -> (clips * crops, K, S, S, 3), clip-major.

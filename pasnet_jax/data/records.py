@@ -129,8 +129,16 @@ class SplitReader:
     try:
       return self._source[index]
     except (RuntimeError, ValueError, OSError) as e:
-      raise DatasetError(f'Record {index} of {self.description} cannot be '
-                         f'read ({e}); build the dataset again.') from e
+      raise DatasetError(f'{self.record_description(index)} cannot be read '
+                         f'({e}); build the dataset again.') from e
+
+  def record_description(self, index: int) -> str:
+    return f'Record {index} of {self.description}'
+
+  def video_example(self, index: int) -> tuple[list[memoryview], int]:
+    """(JPEG frames, label) of record `index` (parse_video_example)."""
+    return parse_video_example(self.read(index),
+                               self.record_description(index))
 
 
 def parse_video_example(record: bytes, description: str
