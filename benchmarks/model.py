@@ -79,7 +79,7 @@ from pasnet_jax import train  # noqa: E402
 from pasnet_jax.models import layers  # noqa: E402
 from pasnet_jax.models import transform_conv  # noqa: E402
 from pasnet_jax.models.pasnet import (  # noqa: E402
-    create_model, PASNet, runs_pose_transforms, with_pose_transforms)
+    create_model, PASNet, pose_transform_kernels, with_pose_transforms)
 
 STYLES = ('A', 'A+pool(I)+pool(F)')
 MODES = ('infer', 'train', 'train-pose')
@@ -484,8 +484,8 @@ def row_transforms(spec: Spec, args, ctx) -> tuple[dict | None, dict]:
   (None, {})."""
   model = create_model(row_config(spec, args.remat).model, NUM_CLASSES).clone(
       pose_conv=args.pose_conv)
-  if not runs_pose_transforms(model, args.size, args.size,
-                              train=spec.mode != 'infer'):
+  if not pose_transform_kernels(model, args.size, args.size,
+                                train=spec.mode != 'infer'):
     return None, {}
   return ctx['transforms'](spec.style)
 

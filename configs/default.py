@@ -87,9 +87,10 @@ MEANINGS = {
                               'random',
     'model.eco_layout': "ECO's 3D part for runs from random weights: official "
                         "(the authors') or early; weights bring their own",
-    'model.pose_conv': "OpenPose's 7 x 7 convolutions: auto (through the FFT "
-                       'with spectra prepared once, where measured faster: '
-                       'float32 on a CPU, frozen pose), direct or transform '
+    'model.pose_conv': "OpenPose's 7 x 7 and 3 x 3 convolutions: auto "
+                       '(through the FFT and Winograd with kernel transforms '
+                       'prepared once, where measured faster: float32 on a '
+                       'CPU, frozen pose), direct or transform '
                        '(docs/transform_convolutions.md)',
     'model.lambdas.explicit': 'lambda1 in A + lambda1 E*A',
     'model.lambdas.implicit': 'lambda2 in A + lambda2 pool(I)',

@@ -28,8 +28,8 @@ class TrainedModel:
   step: int
 
   def on_devices(self, sharding: jax.sharding.Sharding | jax.Device) -> dict:
-    """The variables put on `sharding`'s devices, once, with the pose
-    spectra prepared there where the model runs them (config.image_size)."""
+    """The variables put on `sharding`'s devices, once, with the pose kernel
+    transforms prepared there where the model runs them (config.image_size)."""
     variables = jax.device_put(self.variables, sharding)
     size = self.config.image_size
     return {**variables, **pose_transforms(self.model, variables, size, size)}

@@ -133,9 +133,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
                ) -> tuple[TrainState, dict]:
   """One optimizer step over a global batch, in `accumulation_steps` parts.
 
-  `transforms`: the frozen pose branch's prepared spectra
+  `transforms`: the frozen pose branch's prepared kernel transforms
   (pasnet.pose_transforms), an argument rather than a constant of the
-  compiled step, which would otherwise hold their 1.6 GB.
+  compiled step, which would otherwise hold their 1.7 GB.
 
   BatchNorm statistics advance once per microbatch, as they would if the
   microbatches were successive steps of the original training code.
@@ -366,8 +366,9 @@ def _pose_transforms(model: PASNet, params: dict, size: int, train: bool
   start = time.monotonic()
   transforms = pose_transforms(model, {'params': params}, size, size, train)
   if transforms:
-    logging.info("OpenPose's 7 x 7 convolutions run through the FFT: %.2f GB "
-                 'of spectra prepared in %.1f s (model.pose_conv=%s)',
+    logging.info("OpenPose's frozen convolutions run through kernel "
+                 'transforms (FFT for 7 x 7, Winograd for 3 x 3, where they '
+                 'pay): %.2f GB prepared in %.1f s (model.pose_conv=%s)',
                  transform_conv.total_bytes(transforms) / 1e9,
                  time.monotonic() - start, model.pose_conv)
   return transforms

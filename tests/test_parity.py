@@ -6,9 +6,10 @@ one train-mode pass over another clip (otherwise the signal dies out and a
 wrong port passes), it is saved in the users' formats, converted with the
 command lines, and compared in float32: logits, OpenPose maps and every tap
 within 1e-4 of the reference's largest magnitude, for both ECO layouts,
-both forms of the 3D convolution and both forms of OpenPose's 7 x 7
-convolutions (direct, and the FFT with prepared spectra). The classic port mistakes are kept as
-tests: each, made in the reference, must move an output past the bar.
+both forms of the 3D convolution and both forms of OpenPose's 7 x 7 and
+3 x 3 convolutions (direct, and the FFT and Winograd with prepared kernel
+transforms). The classic port mistakes are kept as tests: each, made in the
+reference, must move an output past the bar.
 """
 
 import copy
@@ -77,9 +78,11 @@ def variables_for(pose_conv, variables):
   return with_pose_transforms(variables)
 
 
-def through_fft(model, variables, video):
-  jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, video)
-  return 'fft' in str(jaxpr)
+def through_transforms(model, variables, video):
+  """(whether some convolution runs through the FFT, whether some runs
+  through Winograd)."""
+  jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, video))
+  return 'name=fft_conv' in jaxpr, 'name=winograd_conv' in jaxpr
 
 
 def assert_close(outputs, reference, names):
@@ -186,12 +189,13 @@ def test_pasnet_matches_reference(pasnet_case, pasnet_outputs):
   assert_close(pasnet_outputs, reference, sorted(reference))
 
 
-def test_pasnet_matches_reference_through_the_fft(pasnet_case):
-  """Forced: at 64 x 64 "auto" keeps the direct convolution (8 x 8 maps
-  would fill a third of the FFT's tiles)."""
+def test_pasnet_matches_reference_through_the_transforms(pasnet_case):
+  """Forced: at 64 x 64 "auto" keeps the direct convolution for the 7 x 7
+  layers (8 x 8 maps would fill a third of the FFT's tiles) and for the
+  3 x 3 layers on the 64 x 64 frames; "transform" takes every one."""
   variables = variables_for('transform', pasnet_case['variables'])
   model = layout_model(variables, BEST_STYLE, pose_conv='transform')
-  assert through_fft(model, variables, pasnet_case['video'])
+  assert through_transforms(model, variables, pasnet_case['video']) == (True, True)
   outputs = flax_features(model, variables, pasnet_case['video'])
   reference = pasnet_case['reference']
   assert_close(outputs, reference, sorted(reference))
@@ -210,7 +214,8 @@ def test_openpose_alone_matches_reference(pasnet_case, pose_conv):
     variables = {**variables, transform_conv.TRANSFORMS:
                  transform_conv.prepare(variables['params'])}
   model = OpenPose(conv_form=pose_conv)
-  assert through_fft(model, variables, frames) == (pose_conv == 'transform')
+  assert through_transforms(model, variables, frames) == (
+      (pose_conv == 'transform',) * 2)
   outputs = jax.jit(model.apply)(variables, jnp.asarray(frames))
   assert set(outputs) == set(expected)
   assert outputs['explicit'].shape == (FRAMES, 8, 8, 1)
@@ -277,11 +282,13 @@ def test_fusion_style_matches_reference(pasnet_outputs, style):
 @pytest.mark.parametrize('layout', spatiotemporal.LAYOUTS)
 def test_pasnet_matches_reference_at_full_size(tmp_path, layout, pose_conv):
   """224 x 224 and K = 4: the reference pools with the authors' (K/4, 7, 7)
-  window itself. The FFT form runs on 2 x 2 tiles of each 28 x 28 map."""
+  window itself. The FFT form runs on 2 x 2 tiles of each 28 x 28 map;
+  the transform form takes Winograd for every 3 x 3 layer."""
   case = build_pasnet_case(tmp_path, size=224, batch=1, layout=layout)
   variables = variables_for(pose_conv, case['variables'])
   model = layout_model(variables, BEST_STYLE, pose_conv=pose_conv)
-  assert through_fft(model, variables, case['video']) == (pose_conv == 'transform')
+  assert through_transforms(model, variables, case['video']) == (
+      (pose_conv == 'transform',) * 2)
   outputs = flax_features(model, variables, case['video'])
   assert outputs['appearance'].shape == (FRAMES, 28, 28, 96)
   assert outputs['implicit'].shape == (FRAMES, 28, 28, 128)

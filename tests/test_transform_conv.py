@@ -1,6 +1,6 @@
-"""The FFT convolutions of frozen weights (models/transform_conv.py) and when
-the models take them. Parity with the PyTorch references through this path
-is in tests/test_parity.py."""
+"""The kernel-transform convolutions of frozen weights (FFT and Winograd,
+models/transform_conv.py) and when the models take them. Parity with the
+PyTorch references through these paths is in tests/test_parity.py."""
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,19 @@ def relative_error(a, b):
                np.max(np.abs(np.asarray(b))))
 
 
+def transforms_taken(jaxpr) -> dict[str, int]:
+  """How many convolutions of a jaxpr run through each transform."""
+  text = str(jaxpr)
+  return {'fft': text.count('name=fft_conv'),
+          'winograd': text.count('name=winograd_conv')}
+
+
+def prepared_kinds(transforms: dict) -> set[str]:
+  """The transforms ('spectra', 'winograd') a TRANSFORMS collection holds."""
+  return {str(path[-1].key) for path, _ in
+          jax.tree_util.tree_flatten_with_path(transforms)[0]}
+
+
 @pytest.mark.parametrize('height, width, in_features, out_features, kernel_size', [
     (28, 28, 128, 128, 7),   # a stage map at 224: 2 x 2 tiles exactly
     (23, 30, 5, 4, 7),       # sizes that leave part-filled tiles
@@ -56,14 +69,39 @@ def test_fft_conv_equals_the_direct_convolution(height, width, in_features,
   assert relative_error(y, direct_conv(x, kernel)) < 1e-5
 
 
-def test_spectra_memory_is_the_same_at_any_frame_size():
-  """Per kernel: frequencies x C_in x C_out complex64, from the fixed FFT
-  window; OpenPose's fifty 7 x 7 kernels take 1.57 GB."""
+@pytest.mark.parametrize('height, width, in_features, out_features', [
+    (28, 28, 512, 512),   # conv4_2 at 224: 7 x 7 tiles exactly
+    (17, 9, 6, 5),        # sizes that leave part-filled tiles
+    (2, 3, 3, 64),        # a map smaller than one tile
+])
+def test_winograd_conv_equals_the_direct_convolution(height, width, in_features,
+                                                     out_features):
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((2, height, width, in_features)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, in_features, out_features)),
+                       jnp.float32)
+  transformed = transform_conv.winograd_kernels(kernel)
+  assert transformed.shape == (36, in_features, out_features)
+  y = transform_conv.winograd_conv(x, transformed)
+  assert y.shape == (2, height, width, out_features)
+  assert relative_error(y, direct_conv(x, kernel)) < 2e-5
+
+
+def test_transform_memory_is_the_same_at_any_frame_size():
+  """Per 7 x 7 kernel: frequencies x C_in x C_out complex64, from the fixed
+  FFT window; OpenPose's fifty take 1.57 GB. Per 3 x 3 kernel: 36 x C_in x
+  C_out float32; OpenPose's eighteen take 0.13 GB."""
   variables = random_variables(OpenPose(), (1, 32, 32, 3))
-  spectra = transform_conv.prepare(variables['params'])
+  spectra = transform_conv.prepare(variables['params'], kernel_sizes=(7,))
   assert len(jax.tree_util.tree_leaves(spectra)) == 50
   assert transform_conv.total_bytes(spectra) == 1_570_201_600
   assert transform_conv.spectra_bytes((7, 7, 128, 128)) == 20 * 11 * 128 * 128 * 8
+  winograd = transform_conv.prepare(variables['params'], kernel_sizes=(3,))
+  assert len(jax.tree_util.tree_leaves(winograd)) == 18
+  assert transform_conv.total_bytes(winograd) == 131_558_400
+  assert transform_conv.winograd_bytes((3, 3, 512, 512)) == 36 * 512 * 512 * 4
+  both = transform_conv.prepare(variables['params'])
+  assert transform_conv.total_bytes(both) == 1_570_201_600 + 131_558_400
 
 
 def test_memory_limit_leaves_the_spectra_out_and_the_model_direct(prepared):
@@ -71,38 +109,43 @@ def test_memory_limit_leaves_the_spectra_out_and_the_model_direct(prepared):
   small = with_pose_transforms(variables, memory_limit=10 * 2**20)
   assert transform_conv.TRANSFORMS not in small
   video = jnp.zeros(VIDEO_SHAPE)
-  assert 'fft' not in str(jax.make_jaxpr(PASNet(5).apply)(small, video))
-  assert 'fft' in str(jax.make_jaxpr(PASNet(5).apply)(prepared, video))
+  assert transforms_taken(jax.make_jaxpr(PASNet(5).apply)(small, video)) == {
+      'fft': 0, 'winograd': 0}
+  assert transforms_taken(jax.make_jaxpr(PASNet(5).apply)(prepared, video)) == {
+      'fft': 50, 'winograd': 16}
 
 
-@pytest.mark.parametrize('size, through_fft', [
-    (64, False),    # 8 x 8 maps: tiles 3.1 times their area
-    (96, True),     # 12 x 12: 1.4 times
-    (128, False),   # 16 x 16: 3.1 times
-    (160, True),    # 20 x 20: 2.0 times
-    (224, True),    # 28 x 28: 2 x 2 tiles exactly
+# The 3 x 3 layers: 2 on the frames, 2 at 1/2, 4 at 1/4, and 4 of the front
+# and 6 of stage 1 at 1/8; Winograd takes maps of at most 48 x 48.
+@pytest.mark.parametrize('size, fft, winograd', [
+    (64, 0, 16),     # 8 x 8 maps: FFT tiles 3.1 times their area
+    (96, 50, 16),    # 12 x 12: 1.4 times; Winograd from the 48 x 48 maps
+    (128, 0, 14),    # 16 x 16: 3.1 times; Winograd from 32 x 32
+    (160, 50, 14),   # 20 x 20: 2.0 times; Winograd from 40 x 40
+    (224, 50, 10),   # 28 x 28: 2 x 2 FFT tiles exactly; Winograd on them only
 ])
-def test_auto_takes_the_fft_where_the_tiles_fit_the_maps(prepared, size,
-                                                         through_fft):
+def test_auto_takes_each_transform_where_it_measured_faster(prepared, size,
+                                                            fft, winograd):
   shape = (1, 1, size, size, 3)
-  jaxpr = str(jax.make_jaxpr(PASNet(5).apply)(prepared, jnp.zeros(shape)))
-  assert ('fft' in jaxpr) == through_fft
+  jaxpr = jax.make_jaxpr(PASNet(5).apply)(prepared, jnp.zeros(shape))
+  assert transforms_taken(jaxpr) == {'fft': fft, 'winograd': winograd}
 
 
-@pytest.mark.parametrize('pose_conv, train, freeze_pose, through_fft', [
-    ('auto', False, True, True),
-    ('auto', True, True, True),
-    ('auto', True, False, False),   # the pose trains: spectra would hide it
-    ('direct', False, True, False),
-    ('transform', False, True, True),
+@pytest.mark.parametrize('pose_conv, train, freeze_pose, taken', [
+    ('auto', False, True, {'fft': 50, 'winograd': 16}),
+    ('auto', True, True, {'fft': 50, 'winograd': 16}),
+    # The pose trains: prepared transforms would hide its kernels.
+    ('auto', True, False, {'fft': 0, 'winograd': 0}),
+    ('direct', False, True, {'fft': 0, 'winograd': 0}),
+    ('transform', False, True, {'fft': 50, 'winograd': 18}),
 ])
-def test_auto_takes_the_fft_only_for_a_frozen_pose(prepared, pose_conv, train,
-                                                   freeze_pose, through_fft):
+def test_auto_takes_the_transforms_only_for_a_frozen_pose(
+    prepared, pose_conv, train, freeze_pose, taken):
   model = PASNet(5, pose_conv=pose_conv, freeze_pose=freeze_pose)
   apply = lambda v, x: model.apply(v, x, train=train, mutable=['batch_stats'],
                                    rngs={'dropout': jax.random.PRNGKey(0)})
-  jaxpr = str(jax.make_jaxpr(apply)(prepared, jnp.zeros(VIDEO_SHAPE)))
-  assert ('fft' in jaxpr) == through_fft
+  assert transforms_taken(jax.make_jaxpr(apply)(
+      prepared, jnp.zeros(VIDEO_SHAPE))) == taken
 
 
 @pytest.mark.parametrize('size, pose_conv, train, freeze_pose, dtype', [
@@ -114,13 +157,21 @@ def test_auto_takes_the_fft_only_for_a_frozen_pose(prepared, pose_conv, train,
     (96, 'direct', False, True, jnp.float32),
     (64, 'transform', False, True, jnp.float32),
 ])
-def test_spectra_are_prepared_exactly_where_the_model_runs_them(
+def test_transforms_are_prepared_exactly_where_the_model_runs_them(
     prepared, monkeypatch, size, pose_conv, train, freeze_pose, dtype):
   """pasnet.pose_transforms, which the training loop and the inference
   programs call, decides without running the model; it must agree with the
-  model's own choice, or 1.6 GB would be prepared for nothing, or the FFT
-  never taken."""
-  monkeypatch.setattr(pasnet, 'with_pose_transforms', lambda variables: prepared)
+  model's own choice, kind by kind, or 1.6 GB of spectra would be prepared
+  for nothing, or a transform never taken."""
+  names = {7: 'spectra', 3: 'winograd'}
+
+  def with_pose_transforms(variables, kernel_sizes):
+    keep = {names[size] for size in kernel_sizes}
+    pose = {layer: value for layer, value in
+            prepared[transform_conv.TRANSFORMS]['pose'].items()
+            if set(value) <= keep}
+    return {**variables, transform_conv.TRANSFORMS: {'pose': pose}}
+  monkeypatch.setattr(pasnet, 'with_pose_transforms', with_pose_transforms)
   model = PASNet(5, pose_conv=pose_conv, freeze_pose=freeze_pose, dtype=dtype)
   given = pasnet.pose_transforms(model, prepared, size, size, train)
   apply = lambda v, x: model.apply(v, x, train=train, mutable=['batch_stats'],
@@ -128,22 +179,24 @@ def test_spectra_are_prepared_exactly_where_the_model_runs_them(
   variables = {**prepared, **given} if given else {
       k: v for k, v in prepared.items() if k != transform_conv.TRANSFORMS}
   video = jnp.zeros((1, 1, size, size, 3))
-  runs_fft_given_spectra = 'fft' in str(jax.make_jaxpr(apply)(prepared, video))
-  assert bool(given) == runs_fft_given_spectra
-  assert ('fft' in str(jax.make_jaxpr(apply)(variables, video))) == bool(given)
+  taken_given_all = transforms_taken(jax.make_jaxpr(apply)(prepared, video))
+  kinds = {'fft': 'spectra', 'winograd': 'winograd'}
+  assert prepared_kinds(given) == {kinds[kind] for kind, count
+                                   in taken_given_all.items() if count}
+  assert transforms_taken(jax.make_jaxpr(apply)(variables, video)) == taken_given_all
   assert not pasnet.pose_transforms(PASNet(5, fusion='A'), prepared, size,
                                     size, train)
 
 
-def test_prepared_spectra_refused_when_the_pose_trains(prepared):
+def test_prepared_transforms_refused_when_the_pose_trains(prepared):
   model = PASNet(5, pose_conv='transform', freeze_pose=False)
   with pytest.raises(ValueError, match='would not train'):
     model.apply(prepared, jnp.zeros(VIDEO_SHAPE), train=True,
                 mutable=['batch_stats'], rngs={'dropout': jax.random.PRNGKey(0)})
 
 
-def test_forced_transform_without_spectra_matches_the_prepared_ones():
-  """pose_conv "transform" with no prepared spectra computes them in the
+def test_forced_transform_without_preparing_matches_the_prepared_ones():
+  """pose_conv "transform" with no prepared transforms computes them in the
   call; the kernels then get a gradient, as through the direct convolution."""
   model = OpenPose(conv_form='transform')
   variables = random_variables(OpenPose(), (1, 32, 32, 3))
@@ -157,8 +210,8 @@ def test_forced_transform_without_spectra_matches_the_prepared_ones():
   def loss(params, direct):
     form = OpenPose(conv_form='direct') if direct else model
     return jnp.sum(form.apply({'params': params}, frames)['heatmap'])
-  layer = 'Mconv3_stage4_L2'
-  grads = {direct: jax.grad(loss)(variables['params'], direct)[layer]['kernel']
-           for direct in (True, False)}
-  assert float(jnp.max(jnp.abs(grads[True]))) > 0
-  assert relative_error(grads[False], grads[True]) < 1e-4
+  for layer in ('Mconv3_stage4_L2', 'conv3_2'):  # 7 x 7 and 3 x 3
+    grads = {direct: jax.grad(loss)(variables['params'], direct)[layer]['kernel']
+             for direct in (True, False)}
+    assert float(jnp.max(jnp.abs(grads[True]))) > 0
+    assert relative_error(grads[False], grads[True]) < 1e-4, layer

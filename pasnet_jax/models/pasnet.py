@@ -5,7 +5,7 @@ The 2D parts run on the B * K frames of a batch as one batch; the frames of
 a clip stay consecutive, as in ECO-pytorch, when regrouped for the 3D part.
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -55,9 +55,10 @@ class PASNet(nn.Module):
     eco_layout: "official" (the ECO authors' release) or "early" (the port
       they forked); see spatiotemporal.LAYOUTS.
     conv3d: form of the 3D convolutions, layers.CONV3D_FORMS.
-    pose_conv: form of OpenPose's 7 x 7 convolutions, pose.CONV_FORMS; "auto"
-      is "direct" while the pose branch trains, since prepared spectra
-      (`with_pose_transforms`) pass no gradient to the kernels.
+    pose_conv: form of OpenPose's 7 x 7 and 3 x 3 convolutions,
+      pose.CONV_FORMS; "auto" is "direct" while the pose branch trains,
+      since prepared transforms (`with_pose_transforms`) pass no gradient to
+      the kernels.
   """
   num_classes: int
   fusion: str = 'A+pool(I)+pool(F)'
@@ -98,7 +99,7 @@ class PASNet(nn.Module):
       pose_trains = train and not self.freeze_pose
       if (pose_trains and self.pose_conv == 'transform' and
           self.has_variable(transform_conv.TRANSFORMS, 'pose')):
-        raise ValueError('prepared pose spectra are constants: the pose branch '
+        raise ValueError('prepared pose transforms are constants: the pose branch '
                          'would not train; drop them or use pose_conv "direct"')
       conv_form = 'direct' if pose_trains and self.pose_conv == 'auto' else self.pose_conv
       pose = OpenPose(dtype=self.dtype, remat=self.remat, conv_form=conv_form,
@@ -134,40 +135,44 @@ class PASNet(nn.Module):
 
 
 def with_pose_transforms(variables: dict,
-                         memory_limit: int = transform_conv.DEFAULT_MEMORY_LIMIT
+                         memory_limit: int = transform_conv.DEFAULT_MEMORY_LIMIT,
+                         kernel_sizes: Sequence[int] = transform_conv.TRANSFORM_KERNELS
                          ) -> dict:
-  """PASNet `variables` with the spectra of its frozen pose branch's 7 x 7
-  kernels (transform_conv.prepare) beside them; computed once per set of
-  weights, whatever the frame size."""
+  """PASNet `variables` with the transforms of its frozen pose branch's
+  kernels of `kernel_sizes` (transform_conv.prepare) beside them; computed
+  once per set of weights, whatever the frame size."""
   if 'pose' not in variables['params']:
     return variables
-  spectra = transform_conv.prepare(variables['params']['pose'], memory_limit)
-  if not spectra:
+  transforms = transform_conv.prepare(variables['params']['pose'], memory_limit,
+                                      kernel_sizes)
+  if not transforms:
     return variables
-  return {**variables, transform_conv.TRANSFORMS: {'pose': spectra}}
+  return {**variables, transform_conv.TRANSFORMS: {'pose': transforms}}
 
 
-def runs_pose_transforms(model: PASNet, height: int, width: int,
-                         train: bool = False) -> bool:
-  """Whether `model` runs prepared pose spectra on frames of height x width
-  (when they are given), rather than convolving directly."""
+def pose_transform_kernels(model: PASNet, height: int, width: int,
+                           train: bool = False) -> tuple[int, ...]:
+  """The kernel sizes whose prepared pose transforms `model` runs on frames
+  of height x width (when they are given), rather than convolving directly."""
   if (not fusion_lib.uses_pose(model.fusion) or model.pose_conv == 'direct' or
       (train and not model.freeze_pose)):
-    return False
-  return model.pose_conv == 'transform' or pose_lib.fft_pays(
-      height // pose_lib.MAP_STRIDE, width // pose_lib.MAP_STRIDE, model.dtype)
+    return ()
+  if model.pose_conv == 'transform':
+    return transform_conv.TRANSFORM_KERNELS
+  return pose_lib.paying_transforms(height, width, model.dtype)
 
 
 def pose_transforms(model: PASNet, variables: dict, height: int, width: int,
                     train: bool = False) -> dict:
-  """The prepared pose spectra `model` runs on frames of height x width:
+  """The prepared pose transforms `model` runs on frames of height x width:
   {'transforms': ...} to merge into the variables it is applied with, or {}
   where it would convolve directly. Callers prepare them through this, so
-  that the 1.6 GB and the seconds they take are spent only where used.
+  that the 1.7 GB and the seconds they take are spent only where used.
   """
-  if not runs_pose_transforms(model, height, width, train):
+  kernel_sizes = pose_transform_kernels(model, height, width, train)
+  if not kernel_sizes:
     return {}
-  prepared = with_pose_transforms(variables)
+  prepared = with_pose_transforms(variables, kernel_sizes=kernel_sizes)
   return {name: value for name, value in prepared.items()
           if name == transform_conv.TRANSFORMS}
 

@@ -18,11 +18,11 @@ NUM_PAF = 38
 NUM_HEATMAP = 19  # 18 keypoints and the background map, last.
 NUM_KEYPOINTS = 18
 NUM_STAGES = 6
-# How the 7 x 7 stage convolutions run: "direct" (lax.conv), "transform"
-# (FFT; with the prepared spectra of collection transform_conv.TRANSFORMS
-# when given, else from the kernels in the call) or "auto": the FFT where
-# prepared spectra are given, in float32 on a CPU, on maps that its tiles
-# cover at most transform_conv.MAX_COVERAGE times (measured faster there;
+# How the 7 x 7 and 3 x 3 convolutions run: "direct" (lax.conv), "transform"
+# (the FFT for 7 x 7, Winograd for 3 x 3; with the prepared transforms of
+# collection transform_conv.TRANSFORMS when given, else from the kernels in
+# the call) or "auto": a layer's transform where it is prepared, in float32
+# on a CPU, on maps where it measured faster (`transform_pays`;
 # docs/transform_convolutions.md), the direct convolution elsewhere.
 CONV_FORMS = ('auto', 'direct', 'transform')
 # The stage maps' stride: frames of H x W give (H/8) x (W/8) maps.
@@ -37,6 +37,27 @@ def fft_pays(map_height: int, map_width: int, dtype: Any) -> bool:
           transform_conv.coverage(map_height, map_width,
                                   transform_conv.FFT_KERNEL)
           <= transform_conv.MAX_COVERAGE)
+
+
+def transform_pays(kernel: int, map_height: int, map_width: int,
+                   dtype: Any) -> bool:
+  """Whether "auto" takes the transform of a `kernel`-square convolution
+  (given it prepared) on maps of map_height x map_width in `dtype`."""
+  if kernel == transform_conv.FFT_KERNEL:
+    return fft_pays(map_height, map_width, dtype)
+  return (kernel == transform_conv.WINOGRAD_KERNEL and
+          jax.default_backend() == 'cpu' and
+          jnp.dtype(dtype) == jnp.float32 and
+          map_height * map_width <= transform_conv.WINOGRAD_MAX_POSITIONS)
+
+
+def paying_transforms(height: int, width: int, dtype: Any) -> tuple[int, ...]:
+  """The kernel sizes whose transforms "auto" takes somewhere in OpenPose on
+  frames of height x width: the smallest 3 x 3 maps and all 7 x 7 ones are
+  the stage maps."""
+  return tuple(kernel for kernel in transform_conv.TRANSFORM_KERNELS
+               if transform_pays(kernel, height // MAP_STRIDE,
+                                 width // MAP_STRIDE, dtype))
 
 # (name, output channels) of the VGG-19 front, with 'pool' for 2 x 2 max pools.
 VGG_LAYERS = (
@@ -78,17 +99,18 @@ class OpenPose(nn.Module):
   remat: bool = False
   conv_form: str = 'auto'
 
-  def _through_fft(self, x, name, kernel):
-    if kernel != transform_conv.FFT_KERNEL or self.conv_form == 'direct':
+  def _through_transform(self, x, name, kernel):
+    if (kernel not in transform_conv.TRANSFORM_KERNELS or
+        self.conv_form == 'direct'):
       return False
     return self.conv_form == 'transform' or (
         self.has_variable(transform_conv.TRANSFORMS, name) and
-        fft_pays(*x.shape[1:3], self.dtype))
+        transform_pays(kernel, *x.shape[1:3], self.dtype))
 
   def _conv(self, x, name, kernel, features, relu):
-    if self._through_fft(x, name, kernel):
-      x = transform_conv.FFTConv(features, kernel, dtype=self.dtype,
-                                 name=name)(x)
+    if self._through_transform(x, name, kernel):
+      x = transform_conv.TransformConv(features, kernel, dtype=self.dtype,
+                                       name=name)(x)
     else:
       x = layers.conv(x, features, kernel, name=name, pad=kernel // 2,
                       dtype=self.dtype)
