@@ -16,11 +16,11 @@ same float32 input (B, K, 224, 224, 3) RGB 0..255:
     configuration of TORCH_CONFIGS (default; channels-last 2D convolutions;
     on a GPU also torch.compile, with cudnn.benchmark on throughout). The
     JAX/PyTorch ratio is against the fastest of them.
-JAX's inference and frozen-pose training rows get OpenPose's 7 x 7 spectra
-prepared once per set of weights (models/transform_conv.py), as the
-training loop and the inference programs do; --pose-conv=direct for
-lax.conv. The preparation's time and the spectra's bytes are reported per
-row.
+JAX's inference and frozen-pose training rows get OpenPose's kernel
+transforms (7 x 7 spectra, 3 x 3 Winograd kernels) prepared once per set of
+weights (models/transform_conv.py), as the training loop and the inference
+programs do; --pose-conv=direct for lax.conv. The preparation's time and
+the transforms' bytes are reported per row.
 Modes: `infer` (eval mode, no gradient); `train` (one step of the jitted
 training step `pasnet_jax.train.create_training` builds, with ECO's partial
 BatchNorm and the SGD recipe of configs/default.py at a constant learning
@@ -479,15 +479,16 @@ def _is_oom(error: Exception) -> bool:
 
 
 def row_transforms(spec: Spec, args, ctx) -> tuple[dict | None, dict]:
-  """(the pose spectra, {their preparation time, bytes}) where the row's
+  """(the pose transforms, {their preparation time, bytes}) where the row's
   model runs them, as pasnet_jax.train and inference decide; else
   (None, {})."""
   model = create_model(row_config(spec, args.remat).model, NUM_CLASSES).clone(
       pose_conv=args.pose_conv)
-  if not pose_transform_kernels(model, args.size, args.size,
-                                train=spec.mode != 'infer'):
+  kernel_sizes = pose_transform_kernels(model, args.size, args.size,
+                                        train=spec.mode != 'infer')
+  if not kernel_sizes:
     return None, {}
-  return ctx['transforms'](spec.style)
+  return ctx['transforms'](spec.style, kernel_sizes)
 
 
 def run_row(spec: Spec, args, ctx) -> dict:
@@ -757,7 +758,7 @@ def format_table(results: dict) -> str:
                                           for side, seconds in configs))
     if row.get('jax', {}).get('transform_bytes'):
       j = row['jax']
-      notes.append(f"JAX pose spectra {j['transform_bytes'] / 1e9:.2f} GB, prepared "
+      notes.append(f"JAX pose transforms {j['transform_bytes'] / 1e9:.2f} GB, prepared "
                    f"once in {j['transform_prepare_s']:.1f} s")
     if notes:
       lines.append(f"{row['style']} {row['mode']} K={row['frames']} B={row['batch']}: "
@@ -839,11 +840,11 @@ def parse_args(argv=None):
                       help='time JAX alone')
   parser.add_argument('--remat', action='store_true', help='PASNet(remat=True)')
   parser.add_argument('--pose-conv', default='auto', choices=('auto', 'direct', 'transform'),
-                      help='PASNet(pose_conv=...); inference rows get the pose spectra '
+                      help='PASNet(pose_conv=...); inference rows get the pose transforms '
                       'prepared unless "direct"')
   parser.add_argument('--transform-memory-limit-gb', type=float,
                       default=transform_conv.DEFAULT_MEMORY_LIMIT / 2**30,
-                      help='largest pose spectra prepared (beyond it: direct convolutions)')
+                      help='largest pose transforms prepared (beyond it: direct convolutions)')
   parser.add_argument('--no-flops', action='store_true',
                       help='leave FLOPs at 0, to count them later with --recount-flops '
                       '(off a CPU, counting compiles every row once more for the host)')
@@ -991,19 +992,21 @@ def main(argv=None):
 
   prepared_transforms = {}
 
-  def transforms(style):
-    """(the pose spectra of `style`'s weights, {time, bytes}), prepared once."""
-    if style not in prepared_transforms:
+  def transforms(style, kernel_sizes):
+    """(the pose transforms of `style`'s weights for kernels of
+    `kernel_sizes`, {time, bytes}), prepared once."""
+    key = style, kernel_sizes
+    if key not in prepared_transforms:
       _, variables = models(style)
       start = time.perf_counter()
-      with_spectra = jax.block_until_ready(with_pose_transforms(
-          variables, int(args.transform_memory_limit_gb * 2**30)))
-      spectra = with_spectra.get(transform_conv.TRANSFORMS)
+      with_transforms = jax.block_until_ready(with_pose_transforms(
+          variables, int(args.transform_memory_limit_gb * 2**30), kernel_sizes))
+      prepared = with_transforms.get(transform_conv.TRANSFORMS)
       prepared_transforms.clear()
-      prepared_transforms[style] = spectra, {
+      prepared_transforms[key] = prepared, {
           'transform_prepare_s': time.perf_counter() - start,
-          'transform_bytes': transform_conv.total_bytes(spectra or {})}
-    return prepared_transforms[style]
+          'transform_bytes': transform_conv.total_bytes(prepared or {})}
+    return prepared_transforms[key]
   ctx['transforms'] = transforms
 
   def save():
