@@ -25,8 +25,9 @@ pose frozen) goes to the 50 convolutions of 7 x 7 x 128 -> 128 (and 185 ->
              kernel's transform prepared beforehand (3 x 3 kernels only);
   winograd_in_call - the same with the transform computed in the call.
 --shapes gives the layers as map side : C_in : C_out; by default the two 7 x 7
-ones at 224 x 224 frames, or with --kernel=3 the 3 x 3 ones of OpenPose at 224
-(and 46 x 46, its maps at the 368-pixel frames OpenPose is usually run at).
+ones at 224 x 224 frames, or with --kernel=3 the 3 x 3 ones of OpenPose at 224,
+46 x 46 (its maps at the 368-pixel frames OpenPose is usually run at) and
+80 x 80 (conv2 at 160).
 Each form is checked against `xla` (max abs difference over the output's
 largest value) and reported in ms, TFLOP/s and as a fraction of a same-dtype
 8192^3 (GPU) or 4096^3 (CPU) matmul measured in the run; TFLOP/s are
@@ -125,7 +126,8 @@ def all_forms(fft_sizes, kernel_size):
 # (map side, C_in, C_out) of the layers timed by default, per kernel size.
 DEFAULT_SHAPES = {
     7: '28:128:128,28:185:128',
-    3: '224:64:64,112:128:128,56:256:256,46:256:256,46:512:512,28:512:512,28:128:128',
+    3: ('224:64:64,112:128:128,80:128:128,56:128:256,56:256:256,46:256:256,'
+        '46:512:512,28:512:512,28:128:128'),
 }
 
 

@@ -115,14 +115,15 @@ def test_memory_limit_leaves_the_spectra_out_and_the_model_direct(prepared):
       'fft': 50, 'winograd': 16}
 
 
-# The 3 x 3 layers: 2 on the frames, 2 at 1/2, 4 at 1/4, and 4 of the front
-# and 6 of stage 1 at 1/8; Winograd takes maps of at most 48 x 48.
+# The 3 x 3 layers: 2 on the frames, 2 at 1/2, 4 at 1/4 (3 of them with 256
+# channels in), and 4 of the front and 6 of stage 1 at 1/8; Winograd takes
+# maps of at most 48 x 48, or 56 x 56 with 256 channels in or more.
 @pytest.mark.parametrize('size, fft, winograd', [
     (64, 0, 16),     # 8 x 8 maps: FFT tiles 3.1 times their area
     (96, 50, 16),    # 12 x 12: 1.4 times; Winograd from the 48 x 48 maps
     (128, 0, 14),    # 16 x 16: 3.1 times; Winograd from 32 x 32
     (160, 50, 14),   # 20 x 20: 2.0 times; Winograd from 40 x 40
-    (224, 50, 10),   # 28 x 28: 2 x 2 FFT tiles exactly; Winograd on them only
+    (224, 50, 13),   # 28 x 28: 2 x 2 FFT tiles exactly; Winograd from conv3_2
 ])
 def test_auto_takes_each_transform_where_it_measured_faster(prepared, size,
                                                             fft, winograd):

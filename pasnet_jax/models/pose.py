@@ -40,24 +40,29 @@ def fft_pays(map_height: int, map_width: int, dtype: Any) -> bool:
 
 
 def transform_pays(kernel: int, map_height: int, map_width: int,
-                   dtype: Any) -> bool:
+                   in_features: int, dtype: Any) -> bool:
   """Whether "auto" takes the transform of a `kernel`-square convolution
-  (given it prepared) on maps of map_height x map_width in `dtype`."""
+  (given it prepared) on maps of map_height x map_width x in_features in
+  `dtype`."""
   if kernel == transform_conv.FFT_KERNEL:
     return fft_pays(map_height, map_width, dtype)
-  return (kernel == transform_conv.WINOGRAD_KERNEL and
-          jax.default_backend() == 'cpu' and
-          jnp.dtype(dtype) == jnp.float32 and
-          map_height * map_width <= transform_conv.WINOGRAD_MAX_POSITIONS)
+  if (kernel != transform_conv.WINOGRAD_KERNEL or
+      jax.default_backend() != 'cpu' or jnp.dtype(dtype) != jnp.float32):
+    return False
+  wide = in_features >= transform_conv.WINOGRAD_WIDE_CHANNELS
+  return map_height * map_width <= (
+      transform_conv.WINOGRAD_WIDE_MAX_POSITIONS if wide
+      else transform_conv.WINOGRAD_MAX_POSITIONS)
 
 
 def paying_transforms(height: int, width: int, dtype: Any) -> tuple[int, ...]:
   """The kernel sizes whose transforms "auto" takes somewhere in OpenPose on
-  frames of height x width: the smallest 3 x 3 maps and all 7 x 7 ones are
-  the stage maps."""
+  frames of height x width: if any layer takes one, the widest layer on the
+  smallest maps, the stage maps, does."""
+  widest = max(layer[1] for layer in VGG_LAYERS if layer != 'pool')
   return tuple(kernel for kernel in transform_conv.TRANSFORM_KERNELS
                if transform_pays(kernel, height // MAP_STRIDE,
-                                 width // MAP_STRIDE, dtype))
+                                 width // MAP_STRIDE, widest, dtype))
 
 # (name, output channels) of the VGG-19 front, with 'pool' for 2 x 2 max pools.
 VGG_LAYERS = (
@@ -105,7 +110,7 @@ class OpenPose(nn.Module):
       return False
     return self.conv_form == 'transform' or (
         self.has_variable(transform_conv.TRANSFORMS, name) and
-        transform_pays(kernel, *x.shape[1:3], self.dtype))
+        transform_pays(kernel, *x.shape[1:4], self.dtype))
 
   def _conv(self, x, name, kernel, features, relu):
     if self._through_transform(x, name, kernel):

@@ -71,12 +71,17 @@ WINOGRAD_OUTPUT = np.array([[1, 1, 1, 1, 1, 0],
                             [0, 1, -1, 2, -2, 0],
                             [0, 1, 1, 4, 4, 0],
                             [0, 1, -1, 8, -8, 1]], np.float32)
-# "auto" takes Winograd on maps of at most this many positions. Against
-# lax.conv at 4 frames (throwaway script, docs/transform_convolutions.md) it
-# ran 1.4x to 2.3x faster on 8 x 8 to 46 x 46 maps, even at 56 x 56 x 256
-# and 1.3x to 1.8x slower at 112 x 112 and 224 x 224: its transforms are
-# elementwise passes over 2.25x the map, which stop fitting the caches.
+# "auto" takes Winograd on maps of at most WINOGRAD_MAX_POSITIONS, and of at
+# most WINOGRAD_WIDE_MAX_POSITIONS for layers of at least
+# WINOGRAD_WIDE_CHANNELS input channels. Against lax.conv at 4 and 8 frames
+# (benchmarks/pose_conv.py --kernel=3, results/pose_conv3_cpu.json) it ran
+# 1.1x to 2.6x faster on OpenPose's 28 x 28 and 46 x 46 layers and 1.2x to
+# 1.45x at 56 x 56 x 256, as fast at 56 x 56 with 128 channels in, and 1.1x
+# to 1.75x slower at 80 x 80 and more: its transforms are elementwise passes
+# over 2.25x the map, which the matrix products must outweigh.
 WINOGRAD_MAX_POSITIONS = 48 * 48
+WINOGRAD_WIDE_MAX_POSITIONS = 56 * 56
+WINOGRAD_WIDE_CHANNELS = 256
 # The kernel sizes that have a transform.
 TRANSFORM_KERNELS = (FFT_KERNEL, WINOGRAD_KERNEL)
 # prepare() leaves the transforms out (and the models then convolve
