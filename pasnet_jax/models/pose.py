@@ -64,6 +64,7 @@ def paying_transforms(height: int, width: int, dtype: Any) -> tuple[int, ...]:
                if transform_pays(kernel, height // MAP_STRIDE,
                                  width // MAP_STRIDE, widest, dtype))
 
+
 # (name, output channels) of the VGG-19 front, with 'pool' for 2 x 2 max pools.
 VGG_LAYERS = (
     ('conv1_1', 64), ('conv1_2', 64), 'pool',

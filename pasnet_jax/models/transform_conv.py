@@ -13,14 +13,16 @@ transform the input's tiles, one matrix product per transform coefficient
   "Fast Algorithms for Convolutional Neural Networks", 2016): 36 products
   per 4 x 4 output tile against 144, 4x fewer.
 
-Tiling (overlap-save): every FFT_SIZE x FFT_SIZE window of the padded input
-yields an (FFT_SIZE - k + 1)-square tile of the output, so a kernel's
-spectrum has FFT_SIZE x (FFT_SIZE / 2 + 1) frequencies whatever the frame
-size: the spectra's memory depends on the weights alone.
+Tiling: every FFT_SIZE x FFT_SIZE window of the padded input yields an
+(FFT_SIZE - k + 1)-square tile of the output (overlap-save), every 6 x 6 one
+a 4 x 4 tile for Winograd, so a kernel's transform has a fixed number of
+coefficients whatever the frame size: its memory depends on the weights
+alone.
 
-The spectra travel in the variable collection TRANSFORMS, beside `params`,
-under the same layer names: `prepare(params)` -> {layer: {'spectra': ...}}.
-See docs/transform_convolutions.md for when the models take this path.
+The transforms travel in the variable collection TRANSFORMS, beside
+`params`, under the same layer names: `prepare(params)` -> {layer:
+{'spectra': ...}} for 7 x 7 kernels, {layer: {'winograd': ...}} for 3 x 3.
+See docs/transform_convolutions.md for when the models take these paths.
 """
 
 import functools
