@@ -72,7 +72,7 @@ def flax_features(model, variables, video):
 
 
 def variables_for(pose_conv, variables):
-  """`variables`, with the pose spectra prepared for the FFT form."""
+  """`variables`, with the pose transforms prepared for the transform form."""
   if pose_conv == 'direct':
     return variables
   return with_pose_transforms(variables)
