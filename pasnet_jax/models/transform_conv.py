@@ -77,10 +77,11 @@ WINOGRAD_OUTPUT = np.array([[1, 1, 1, 1, 1, 0],
 # most WINOGRAD_WIDE_MAX_POSITIONS for layers of at least
 # WINOGRAD_WIDE_CHANNELS input channels. Against lax.conv at 4 and 8 frames
 # (benchmarks/pose_conv.py --kernel=3, results/pose_conv3_cpu.json) it ran
-# 1.1x to 2.6x faster on OpenPose's 28 x 28 and 46 x 46 layers and 1.2x to
-# 1.45x at 56 x 56 x 256, as fast at 56 x 56 with 128 channels in, and 1.1x
-# to 1.75x slower at 80 x 80 and more: its transforms are elementwise passes
-# over 2.25x the map, which the matrix products must outweigh.
+# as fast to 2.5x faster on OpenPose's 28 x 28 and 46 x 46 layers, 1.15x to
+# 1.2x faster at 56 x 56 x 256, tied at 56 x 56 with 128 channels in at 8
+# frames (and at 4 in an earlier run; 2x faster in that file's), and 1.05x
+# to 1.75x slower at 80 x 80 and more: its transforms are elementwise
+# passes over 2.25x the map, which the matrix products must outweigh.
 WINOGRAD_MAX_POSITIONS = 48 * 48
 WINOGRAD_WIDE_MAX_POSITIONS = 56 * 56
 WINOGRAD_WIDE_CHANNELS = 256
