@@ -29,25 +29,17 @@ CONV_FORMS = ('auto', 'direct', 'transform')
 MAP_STRIDE = 8
 
 
-def fft_pays(map_height: int, map_width: int, dtype: Any) -> bool:
-  """Whether "auto" takes the FFT (given prepared spectra) on stage maps of
-  map_height x map_width computed in `dtype` on this backend."""
-  return (jax.default_backend() == 'cpu' and
-          jnp.dtype(dtype) == jnp.float32 and
-          transform_conv.coverage(map_height, map_width,
-                                  transform_conv.FFT_KERNEL)
-          <= transform_conv.MAX_COVERAGE)
-
-
 def transform_pays(kernel: int, map_height: int, map_width: int,
                    in_features: int, dtype: Any) -> bool:
   """Whether "auto" takes the transform of a `kernel`-square convolution
   (given it prepared) on maps of map_height x map_width x in_features in
-  `dtype`."""
+  `dtype` on this backend."""
+  if jax.default_backend() != 'cpu' or jnp.dtype(dtype) != jnp.float32:
+    return False
   if kernel == transform_conv.FFT_KERNEL:
-    return fft_pays(map_height, map_width, dtype)
-  if (kernel != transform_conv.WINOGRAD_KERNEL or
-      jax.default_backend() != 'cpu' or jnp.dtype(dtype) != jnp.float32):
+    return (transform_conv.coverage(map_height, map_width, kernel)
+            <= transform_conv.MAX_COVERAGE)
+  if kernel != transform_conv.WINOGRAD_KERNEL:
     return False
   wide = in_features >= transform_conv.WINOGRAD_WIDE_CHANNELS
   return map_height * map_width <= (
