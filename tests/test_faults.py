@@ -48,6 +48,9 @@ class Worker:
     if cache:
       env['JAX_COMPILATION_CACHE_DIR'] = str(cache)
     self.workdir = str(workdir)
+    # A killed run leaves its save's temporary directory behind, under the
+    # name the next save of that step uses.
+    self._earlier_saves = self._temporary_dirs('*')
     command = [sys.executable, WORKER, str(data_dir), self.workdir, str(steps),
                *options]
     if file_size_limit_mb:
@@ -93,10 +96,28 @@ class Worker:
   def checkpoint_dir(self) -> str:
     return os.path.join(self.workdir, checkpoints.CHECKPOINT_DIR)
 
+  def _temporary_dirs(self, step) -> set[tuple[str, int, int]]:
+    """(path, inode, modification time) of Orbax's temporary directories
+    for `step` ('*': any)."""
+    found = set()
+    for path in glob.glob(os.path.join(self.checkpoint_dir,
+                                       f'{step}.orbax-checkpoint-tmp*')):
+      try:
+        stat = os.stat(path)
+      except FileNotFoundError:  # renamed or removed since the glob
+        continue
+      found.add((path, stat.st_ino, stat.st_mtime_ns))
+    return found
+
   def saving(self, step: int) -> bool:
-    """True while Orbax writes `step` into its temporary directory."""
-    return bool(glob.glob(os.path.join(self.checkpoint_dir,
-                                       f'{step}.orbax-checkpoint-tmp*')))
+    """True while Orbax writes `step` into its temporary directory, or when
+    a killed run left that directory."""
+    return bool(self._temporary_dirs(step))
+
+  def saving_anew(self, step: int) -> bool:
+    """True while this worker's Orbax writes `step`: a directory a killed
+    run left counts only once it is made again or written to."""
+    return bool(self._temporary_dirs(step) - self._earlier_saves)
 
 
 def _progress_lines(output: str) -> str:
@@ -185,7 +206,8 @@ def test_kill_9_at_five_random_moments_ends_as_an_uninterrupted_run(
     target = start + rng.randint(1, 2)
     # The first kill lands inside a save for sure; later ones by chance.
     if kill == 0 or rng.random() < 0.4:
-      worker.wait_for(lambda: worker.saving(target), f'the save of {target}')
+      worker.wait_for(lambda: worker.saving_anew(target),
+                      f'the save of {target}')
       if kill:
         time.sleep(rng.uniform(0.0, 0.5))
     else:
