@@ -205,17 +205,20 @@ def keep_freed_blocks() -> None:
     mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
-def _start_worker(worker_index: int, worker_count: int) -> None:
+def _start_worker(worker_index: int, worker_count: int, *, parent: int
+                  ) -> None:
   """Grain worker start-up: reuse of freed blocks; the worker ends when the
-  reading process dies.
+  reading process, pid `parent`, dies.
 
   A worker outlives a parent killed with SIGKILL (by a user or the OOM
   killer) and would go on holding its memory and its output pipes. The
   parent's pid, as the worker sees it, changes when the parent is gone.
+  The parent passes its pid rather than the worker reading it here: a
+  worker still starting when the parent was killed would read the pid of
+  the process it was handed to and watch that one for ever.
   """
   del worker_index, worker_count
   keep_freed_blocks()
-  parent = os.getppid()
 
   def watch():
     while os.getppid() == parent:
@@ -264,7 +267,8 @@ class Batches:
         num_threads=0, prefetch_buffer_size=0)).mp_prefetch(
             grain.MultiprocessingOptions(num_workers=num_workers,
                                          per_worker_buffer_size=_WORKER_BUFFER),
-            worker_init_fn=_start_worker)
+            worker_init_fn=functools.partial(_start_worker,
+                                             parent=os.getpid()))
     self.num_workers = num_workers
     self._description = description
 
