@@ -23,6 +23,8 @@ from them as unpacked folders, then measures:
   * a worker's milliseconds per K = 16 clip, step by step (read the
     record, parse it, decode the K JPEGs, crop, resize and flip), timed in
     one process;
+  * what a page of new shared memory costs on first touch and after: the
+    workers hand each batch over in new shared memory;
   * where the crop, resize and flip should run: milliseconds per K = 16
     clip of the workers' OpenCV version and of a jitted JAX version on the
     default JAX device, on the same decoded frames (median of repeats).
@@ -40,6 +42,7 @@ import io
 import json
 import math
 import multiprocessing
+from multiprocessing import shared_memory
 import os
 import pathlib
 import platform
@@ -351,6 +354,28 @@ def worker_milliseconds(dataset: str, data_dir: str, num_frames: int
           for step, seconds in steps.items()}
 
 
+def fresh_page_microseconds(megabytes: int = 64) -> tuple[float, float]:
+  """(first, second) touch of each 4 KiB page of new shared memory, in
+  microseconds per page (median of 5). Each batch the workers hand over is
+  new shared memory, so the first figure is paid on every page of every
+  batch."""
+  size, page = megabytes << 20, 4096
+  first, second = [], []
+  for _ in range(5):
+    memory = shared_memory.SharedMemory(create=True, size=size)
+    try:
+      pages = np.frombuffer(memory.buf, np.uint8)[::page]
+      for seconds in (first, second):
+        start = time.perf_counter()
+        pages[:] = 1
+        seconds.append((time.perf_counter() - start) / len(pages) * 1e6)
+      del pages
+    finally:
+      memory.close()
+      memory.unlink()
+  return float(np.median(first)), float(np.median(second))
+
+
 @functools.partial(jax.jit, static_argnames='image_size')
 def _jax_augment(frames, windows, flips, image_size: int):
   """The crop, resize and flip of `pipeline.augment_clip` as a jitted batch
@@ -475,6 +500,8 @@ def main():
     results['augment_ms_per_clip_k16_opencv_in_worker'] = host_ms
     results[f'augment_ms_per_clip_k16_jax_on_{jax.default_backend()}'] = (
         device_ms)
+    (results['fresh_shared_memory_us_per_page'],
+     results['touched_shared_memory_us_per_page']) = fresh_page_microseconds()
     # Last: it sets this process's malloc as the workers'.
     results['worker_ms_per_clip_k16'] = worker_milliseconds(
         'ucf101_frames/split1', data_dir, 16)
@@ -510,6 +537,10 @@ def main():
   print('a worker\'s milliseconds per K = 16 clip, step by step: ' + ', '.join(
       f'{step} {ms:.2f}' for step, ms in results['worker_ms_per_clip_k16']
       .items()))
+  print('new shared memory: '
+        f'{results["fresh_shared_memory_us_per_page"]:.2f} us per 4 KiB page '
+        f'on first touch, {results["touched_shared_memory_us_per_page"]:.3f} '
+        'after')
   print(f'crop, resize and flip per K = 16 clip: {host_ms:.2f} ms with OpenCV '
         f'in a worker, {device_ms:.2f} ms jitted on '
         f'{jax.default_backend()}')
