@@ -15,8 +15,8 @@ from them as unpacked folders, then measures:
     alone, with the pipeline's decoder in a pool of one process per core,
     with nothing else (no reading, parsing, cropping or batching);
   * the same training pipeline with the whole split read and parsed once
-    per worker (reading made free): the most any storage layout could give
-    with these worker processes;
+    per worker (reading made free, though each worker then holds the
+    split's records in memory);
   * the same training pipeline with the split copied into one ArrayRecord
     record per frame, so that a clip reads only its K frames: what a
     dataset layout of frame records would give (no builder writes one);
@@ -232,8 +232,7 @@ def jpeg_decode_limit(clips: list[list[bytes]], num_clips: int) -> float:
 
 class _InMemorySplitReader(records.SplitReader):
   """The split's reader, with its process reading and parsing the whole
-  split on its first example: reading then costs nothing, which no storage
-  layout can beat with the same worker processes."""
+  split on its first example: reading then costs nothing."""
   _examples = None
 
   def video_example(self, index: int) -> tuple[list[memoryview], int]:
