@@ -278,6 +278,10 @@ class _RecordFrames(collections.abc.Sequence):
     return self._count
 
   def __getitem__(self, i: int) -> bytes:
+    # The records after this video's are the next video's: Sequence's
+    # iteration stops only at an IndexError.
+    if not 0 <= i < self._count:
+      raise IndexError(f'frame {i} of {self._count}')
     return self._source[self._start + int(i)]
 
 
