@@ -53,7 +53,6 @@ import time
 from array_record.python import array_record_data_source
 from array_record.python import array_record_module
 import av
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -251,10 +250,9 @@ def _train_clips_per_second_from(reader: records.SplitReader, num_frames: int,
       num_frames=num_frames, image_size=224,
       scales=pipeline.MULTI_SCALE_CROP_SCALES, max_aspect_distortion=1,
       flip=True)
-  positions = grain.MapDataset.range(0, np.iinfo(np.int64).max)
-  batches = pipeline.Batches(
-      positions.map(clip).batch(batch_size, drop_remainder=True),
-      len(os.sched_getaffinity(0)), reader.description)
+  batches = pipeline.clip_batches(
+      clip, batch_size=batch_size, batches=range(np.iinfo(np.int64).max),
+      num_workers=None, description=reader.description)
   return clips_per_second(batches, num_batches, batch_size)
 
 

@@ -47,6 +47,7 @@ import grain.multiprocessing
 import numpy as np
 import simplejpeg
 
+from pasnet_jax.data import handoff
 from pasnet_jax.data import records
 from pasnet_jax.data import sampling
 from pasnet_jax.data.errors import DatasetError
@@ -205,10 +206,11 @@ def keep_freed_blocks() -> None:
     mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
-def _start_worker(worker_index: int, worker_count: int, *, parent: int
-                  ) -> None:
-  """Grain worker start-up: reuse of freed blocks; the worker ends when the
-  reading process, pid `parent`, dies.
+def _start_worker(worker_index: int, worker_count: int, *, parent: int,
+                  blocks_prefix: str) -> None:
+  """Grain worker start-up: reuse of freed blocks, batches handed over in
+  reused shared memory (`handoff`); the worker ends when the reading
+  process, pid `parent`, dies.
 
   A worker outlives a parent killed with SIGKILL (by a user or the OOM
   killer) and would go on holding its memory and its output pipes. The
@@ -219,10 +221,12 @@ def _start_worker(worker_index: int, worker_count: int, *, parent: int
   """
   del worker_index, worker_count
   keep_freed_blocks()
+  handoff.start_worker(blocks_prefix)
 
   def watch():
     while os.getppid() == parent:
       time.sleep(1.0)
+    handoff.unlink_worker_blocks()
     os._exit(1)
   threading.Thread(target=watch, daemon=True).start()
 
@@ -254,6 +258,19 @@ def _finish_shared_memory_deletions_at_exit() -> None:
   atexit.register(finish)
 
 
+class _Batch:
+  """Batch number -> the `size` examples of its rows, stacked (in a worker,
+  into reused shared memory: `handoff.stack`)."""
+
+  def __init__(self, example, size: int):
+    self._example = example
+    self._size = size
+
+  def __call__(self, batch: int):
+    rows = range(batch * self._size, (batch + 1) * self._size)
+    return handoff.stack(map(self._example, rows), self._size)
+
+
 class Batches:
   """Numpy batches from worker processes; each iteration starts its own.
 
@@ -263,12 +280,7 @@ class Batches:
 
   def __init__(self, batches: grain.MapDataset, num_workers: int,
                description: str):
-    self._dataset = batches.to_iter_dataset(grain.ReadOptions(
-        num_threads=0, prefetch_buffer_size=0)).mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=num_workers,
-                                         per_worker_buffer_size=_WORKER_BUFFER),
-            worker_init_fn=functools.partial(_start_worker,
-                                             parent=os.getpid()))
+    self._batches = batches
     self.num_workers = num_workers
     self._description = description
 
@@ -280,20 +292,39 @@ class Batches:
       flags.FLAGS.mark_as_parsed()
     if self.num_workers:
       _finish_shared_memory_deletions_at_exit()
-    iterator = iter(self._dataset)
+    receiver = handoff.Receiver()
+    iterator = iter(self._batches.to_iter_dataset(grain.ReadOptions(
+        num_threads=0, prefetch_buffer_size=0)).mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=self.num_workers,
+                                         per_worker_buffer_size=_WORKER_BUFFER),
+            worker_init_fn=functools.partial(
+                _start_worker, parent=os.getpid(),
+                blocks_prefix=receiver.prefix)))
     try:
-      yield from iterator
+      for batch in iterator:
+        yield receiver.open(batch)
     except RuntimeError as e:
       # Grain's report of a worker process that exited.
       raise DatasetError(f'Reading {self._description} failed: {e}') from e
     finally:
       iterator.close()
+      receiver.close()
 
 
 def _worker_count(num_workers: int | None) -> int:
   if num_workers is None or num_workers < 0:
     return len(os.sched_getaffinity(0))
   return num_workers
+
+
+def clip_batches(example, *, batch_size: int, batches: range,
+                 num_workers: int | None, description: str) -> Batches:
+  """The numbered `batches` of `example` (row -> dict of arrays), row
+  b * batch_size + i being row i of batch b, read by `num_workers` worker
+  processes (None or -1: one per core; 0: in this process)."""
+  numbers = grain.MapDataset.range(batches.start, batches.stop)
+  return Batches(numbers.map(_Batch(example, batch_size)),
+                 _worker_count(num_workers), description)
 
 
 def make_train_dataset(dataset, *, num_frames: int, image_size: int,
@@ -333,10 +364,10 @@ def make_train_dataset(dataset, *, num_frames: int, image_size: int,
                    num_frames=num_frames, image_size=image_size,
                    scales=scales, max_aspect_distortion=max_aspect_distortion,
                    flip=flip)
-  positions = grain.MapDataset.range(start_batch * batch_size,
-                                     np.iinfo(np.int64).max)
-  return Batches(positions.map(clip).batch(batch_size, drop_remainder=True),
-                 _worker_count(num_workers), reader.description)
+  return clip_batches(
+      clip, batch_size=batch_size,
+      batches=range(start_batch, np.iinfo(np.int64).max // batch_size),
+      num_workers=num_workers, description=reader.description)
 
 
 def _resize_short_side(frames: np.ndarray, size: int) -> np.ndarray:
@@ -455,9 +486,8 @@ def make_eval_dataset(dataset, *, num_frames: int, image_size: int,
   clip = _EvalClip(reader, shard, num_frames=num_frames, image_size=image_size,
                    resize_size=resize_size, num_clips=num_clips,
                    num_crops=num_crops)
-  rows = grain.MapDataset.range(num_batches * batch_size)
-  return Batches(rows.map(clip).batch(batch_size, drop_remainder=True),
-                 _worker_count(num_workers), reader.description)
+  return clip_batches(clip, batch_size=batch_size, batches=range(num_batches),
+                      num_workers=num_workers, description=reader.description)
 
 
 def preprocess_for_prediction(frames: np.ndarray, *, num_frames: int,
