@@ -14,6 +14,9 @@ from them as unpacked folders, then measures:
   * the JPEG decode limit: clips/s of decoding the K sampled JPEGs of clips
     alone, with the pipeline's decoder in a pool of one process per core,
     with nothing else (no reading, parsing, cropping or batching);
+  * the same training pipeline with Grain stacking each batch and handing
+    it over in new shared memory, as the pipeline did before it reused its
+    own (pasnet_jax/data/handoff.py);
   * the same training pipeline with the whole split read and parsed once
     per worker (reading made free, though each worker then holds the
     split's records in memory);
@@ -23,8 +26,8 @@ from them as unpacked folders, then measures:
   * a worker's milliseconds per K = 16 clip, step by step (read the
     record, parse it, decode the K JPEGs, crop, resize and flip), timed in
     one process;
-  * what a page of new shared memory costs on first touch and after: the
-    workers hand each batch over in new shared memory;
+  * what a page of new shared memory costs on first touch and after: what
+    handing each batch over in new shared memory costs;
   * where the crop, resize and flip should run: milliseconds per K = 16
     clip of the workers' OpenCV version and of a jitted JAX version on the
     default JAX device, on the same decoded frames (median of repeats).
@@ -53,6 +56,7 @@ import time
 from array_record.python import array_record_data_source
 from array_record.python import array_record_module
 import av
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,18 +245,38 @@ class _InMemorySplitReader(records.SplitReader):
     return self._examples[index]
 
 
-def _train_clips_per_second_from(reader: records.SplitReader, num_frames: int,
-                                 batch_size: int, num_batches: int) -> float:
-  """clips_per_second of the training pipeline (one worker per core) on
-  `reader`; the workers' first batches are among those read before timing."""
-  clip = pipeline.TrainClip(
+def _train_clip(reader: records.SplitReader, num_frames: int
+                ) -> pipeline.TrainClip:
+  return pipeline.TrainClip(
       reader, (0, len(reader)), seed=0, process_index=0,
       num_frames=num_frames, image_size=224,
       scales=pipeline.MULTI_SCALE_CROP_SCALES, max_aspect_distortion=1,
       flip=True)
+
+
+def _train_clips_per_second_from(reader: records.SplitReader, num_frames: int,
+                                 batch_size: int, num_batches: int) -> float:
+  """clips_per_second of the training pipeline (one worker per core) on
+  `reader`; the workers' first batches are among those read before timing."""
   batches = pipeline.clip_batches(
-      clip, batch_size=batch_size, batches=range(np.iinfo(np.int64).max),
-      num_workers=None, description=reader.description)
+      _train_clip(reader, num_frames), batch_size=batch_size,
+      batches=range(np.iinfo(np.int64).max), num_workers=None,
+      description=reader.description)
+  return clips_per_second(batches, num_batches, batch_size)
+
+
+def grain_handoff_train_clips_per_second(dataset: str, data_dir: str,
+                                         num_frames: int, batch_size: int,
+                                         num_batches: int) -> float:
+  """The training pipeline's clips/s with batches stacked by Grain and
+  handed over in new shared memory each, as before data/handoff.py."""
+  reader = records.SplitReader(records.prepared_dataset(dataset, data_dir),
+                               'train')
+  positions = grain.MapDataset.range(np.iinfo(np.int64).max)
+  batches = pipeline.Batches(
+      positions.map(_train_clip(reader, num_frames)).batch(
+          batch_size, drop_remainder=True),
+      len(os.sched_getaffinity(0)), reader.description)
   return clips_per_second(batches, num_batches, batch_size)
 
 
@@ -484,6 +508,12 @@ def main():
     results['train_fraction_of_decode_limit_k16'] = (
         results['train_clips_per_s_k16']
         / results['jpeg_decode_limit_clips_per_s_k16'])
+    results['train_clips_per_s_k16_grain_handoff'] = (
+        grain_handoff_train_clips_per_second('ucf101_frames/split1', data_dir,
+                                             16, batch, args.batches))
+    results['grain_handoff_fraction_of_decode_limit_k16'] = (
+        results['train_clips_per_s_k16_grain_handoff']
+        / results['jpeg_decode_limit_clips_per_s_k16'])
     results['train_clips_per_s_k16_records_in_memory'] = (
         in_memory_train_clips_per_second('ucf101_frames/split1', data_dir, 16,
                                          batch, args.batches))
@@ -525,6 +555,11 @@ def main():
   print(f'JPEG decode limit at K = 16: '
         f'{results["jpeg_decode_limit_clips_per_s_k16"]:.1f} clips/s; training '
         f'reaches {results["train_fraction_of_decode_limit_k16"]:.0%} of it')
+  print('with Grain stacking each batch and handing it over in new shared '
+        'memory (as before data/handoff.py), training gives '
+        f'{results["train_clips_per_s_k16_grain_handoff"]:.1f} clips/s at '
+        f'K = 16, {results["grain_handoff_fraction_of_decode_limit_k16"]:.0%} '
+        'of the decode limit')
   print('with the records in memory (reading and parsing free), training '
         f'gives {results["train_clips_per_s_k16_records_in_memory"]:.1f} '
         'clips/s at K = 16, '
