@@ -11,12 +11,12 @@ Examples are read by index from the ArrayRecord files of a prepared TFDS
 dataset (`ucf101_frames`, `hmdb51_frames`, `synthetic_actions`) through
 `records`, without TensorFlow; of each video only the K sampled JPEG frames
 are decoded. Worker processes (Grain's `mp_prefetch`, one per core by
-default) read, decode, crop, resize and flip whole batches; the main process
-only receives them through shared memory. The crop, resize and flip stay in
-the workers: with OpenCV they took 4 ms per K = 16 clip at 224, a jitted
-JAX version on the same frames 74 ms on a 2-core machine's CPU device
-(benchmarks/input.py), and on a GPU it would make the workers ship uncropped
-frames of differing sizes.
+default) read, decode, crop, resize and flip whole batches and stack them
+into shared memory they reuse (`handoff`); the main process only maps them.
+The crop, resize and flip stay in the workers: with OpenCV they took 4 ms
+per K = 16 clip at 224, a jitted JAX version on the same frames 74 ms on a
+2-core machine's CPU device (benchmarks/input.py), and on a GPU it would
+make the workers ship uncropped frames of differing sizes.
 
 Resuming training: the training stream is a pure function of (seed,
 process_index, process_count, batch_size) and the batch number, so its whole
