@@ -13,6 +13,7 @@ import pytest
 
 from pasnet_jax.data import handoff
 from pasnet_jax.data import pipeline
+from pasnet_jax.errors import DatasetError
 
 SHM = pathlib.Path('/dev/shm')
 BATCH = 3
@@ -125,3 +126,13 @@ def test_workers_of_a_killed_reader_unlink_their_blocks():
     reader.wait()
     for path in _leftovers(reader.pid):
       path.unlink()
+
+
+def test_a_block_that_cannot_be_made_is_one_clear_error(monkeypatch, tmp_path):
+  # A worker's view: blocks go under a folder that does not exist.
+  monkeypatch.setattr(handoff, '_SHM', tmp_path / 'missing')
+  monkeypatch.setattr(handoff, '_worker_blocks', handoff._WorkerBlocks('t-'))
+  with pytest.raises(DatasetError,
+                     match=r'Cannot make a \d+-byte batch block in .*missing'
+                           r'.*free space there or use smaller batches'):
+    handoff.stack(map(rows, range(BATCH)), BATCH)
