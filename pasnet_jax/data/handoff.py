@@ -3,9 +3,9 @@
 Grain hands a worker's output over in shared memory made for each batch and
 unlinked once the batch is dropped, so every page of every batch is new to
 the kernel: on the 2-core machine of docs/performance.md a new page cost
-3.4 us on its first touch and 0.025 us after
-(`fresh_shared_memory_us_per_page` of benchmarks/input.py), about 2 ms of
-a K = 16 clip's work in a worker.
+2.7 to 3.4 us on its first touch and under 0.03 us after, in four runs of
+benchmarks/input.py (`fresh_shared_memory_us_per_page`), about 2 ms of a
+K = 16 clip's work in a worker.
 
 Here each worker keeps a pool of blocks in /dev/shm and stacks each batch
 straight into a free one, and Grain carries only a `BlockBatch`, the
