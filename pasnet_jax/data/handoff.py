@@ -139,13 +139,11 @@ def stack(examples: Iterable[dict[str, np.ndarray]], size: int
     arrays, batch = {key: np.empty(*spec) for key, spec in shapes.items()}, None
   else:
     arrays, batch = _worker_blocks.take(shapes)
-  count = 0
   for row, example in enumerate(itertools.chain([first], examples)):
     for key, value in example.items():
       arrays[key][row] = value
-    count += 1
-  if count != size:
-    raise ValueError(f'stack expected {size} examples, got {count}')
+  if row + 1 != size:
+    raise ValueError(f'stack expected {size} examples, got {row + 1}')
   return arrays if batch is None else batch
 
 
