@@ -19,13 +19,10 @@ from them as unpacked folders, then measures:
     own (pasnet_jax/data/handoff.py);
   * the same training pipeline with the whole split read and parsed once
     per worker (reading made free, though each worker then holds the
-    split's records in memory);
-  * the same training pipeline with the split copied into one ArrayRecord
-    record per frame, so that a clip reads only its K frames: what a
-    dataset layout of frame records would give (no builder writes one);
-  * a worker's milliseconds per K = 16 clip, step by step (read the
-    record, parse it, decode the K JPEGs, crop, resize and flip), timed in
-    one process;
+    split's frames in memory);
+  * a worker's milliseconds per K = 16 clip, step by step (read and parse
+    the K frame records, decode the K JPEGs, crop, resize and flip), timed
+    in one process;
   * what a page of new shared memory costs on first touch and after: what
     handing each batch over in new shared memory costs;
   * where the crop, resize and flip should run: milliseconds per K = 16
@@ -38,7 +35,6 @@ shared machine the figures move with the other work on it.
 """
 
 import argparse
-import collections.abc
 from concurrent import futures
 import functools
 import io
@@ -53,8 +49,6 @@ import sys
 import tempfile
 import time
 
-from array_record.python import array_record_data_source
-from array_record.python import array_record_module
 import av
 import grain
 import jax
@@ -196,11 +190,10 @@ def sampled_jpegs(dataset: str, data_dir: str, num_frames: int
   rng = np.random.default_rng(0)
   clips = []
   for index in range(len(reader)):
-    jpegs, _ = reader.video_example(index)
-    # Copies: the decoding processes get them pickled, and views into the
-    # record would keep all of its frames.
-    clips.append([bytes(jpegs[i]) for i in sampling.train_indices(
-        len(jpegs), num_frames, rng)])
+    jpegs, _ = reader.clip(index, sampling.train_indices(
+        int(reader.videos.num_frames[index]), num_frames, rng))
+    # Copies: the decoding processes get them pickled.
+    clips.append([bytes(jpeg) for jpeg in jpegs])
   return clips
 
 
@@ -234,15 +227,17 @@ def jpeg_decode_limit(clips: list[list[bytes]], num_clips: int) -> float:
 
 
 class _InMemorySplitReader(records.SplitReader):
-  """The split's reader, with its process reading and parsing the whole
-  split on its first example: reading then costs nothing."""
-  _examples = None
+  """The split's reader, with its process reading and parsing all of the
+  split's frames on its first clip: reading then costs nothing."""
+  _videos = None
 
-  def video_example(self, index: int) -> tuple[list[memoryview], int]:
-    if self._examples is None:
-      self._examples = [super(_InMemorySplitReader, self).video_example(i)
-                        for i in range(len(self))]
-    return self._examples[index]
+  def clip(self, index: int, frames) -> tuple[list[memoryview], int]:
+    if self._videos is None:
+      read = super(_InMemorySplitReader, self).clip
+      self._videos = [read(i, range(self.videos.num_frames[i]))
+                      for i in range(len(self))]
+    jpegs, label = self._videos[index]
+    return [jpegs[frame] for frame in frames], label
 
 
 def _train_clip(reader: records.SplitReader, num_frames: int
@@ -290,78 +285,17 @@ def in_memory_train_clips_per_second(dataset: str, data_dir: str,
                                       num_batches)
 
 
-class _RecordFrames(collections.abc.Sequence):
-  """A video's frames, each read from its own record when indexed."""
-
-  def __init__(self, source, start: int, count: int):
-    self._source, self._start, self._count = source, start, count
-
-  def __len__(self) -> int:
-    return self._count
-
-  def __getitem__(self, i: int) -> bytes:
-    # The records after this video's are the next video's: Sequence's
-    # iteration stops only at an IndexError.
-    if not 0 <= i < self._count:
-      raise IndexError(f'frame {i} of {self._count}')
-    return self._source[self._start + int(i)]
-
-
-def _write_frame_records(reader: records.SplitReader, path: pathlib.Path
-                         ) -> list[tuple[int, int, int]]:
-  """Writes the frames of `reader`'s videos to `path`, a record each, as TFDS
-  writes its ArrayRecord files (one record per group); returns each video's
-  (first record, frames, label)."""
-  writer = array_record_module.ArrayRecordWriter(str(path), 'group_size:1')
-  videos, start = [], 0
-  for index in range(len(reader)):
-    jpegs, label = reader.video_example(index)
-    for jpeg in jpegs:
-      writer.write(bytes(jpeg))
-    videos.append((start, len(jpegs), label))
-    start += len(jpegs)
-  writer.close()
-  return videos
-
-
-class _FrameRecordsReader(records.SplitReader):
-  """The split read from one record per frame (`_write_frame_records`): a
-  clip reads only the K frames it decodes. No builder writes this layout."""
-
-  def __init__(self, dataset: records.PreparedDataset, split: str,
-               path: pathlib.Path):
-    super().__init__(dataset, split)
-    self._videos = _write_frame_records(records.SplitReader(dataset, split),
-                                        path)
-    self._frames = array_record_data_source.ArrayRecordDataSource([str(path)])
-
-  def video_example(self, index: int) -> tuple[_RecordFrames, int]:
-    start, count, label = self._videos[index]
-    return _RecordFrames(self._frames, start, count), label
-
-
-def frame_records_train_clips_per_second(dataset: str, data_dir: str,
-                                         num_frames: int, batch_size: int,
-                                         num_batches: int,
-                                         path: pathlib.Path) -> float:
-  """The training pipeline's clips/s with one record per frame."""
-  reader = _FrameRecordsReader(records.prepared_dataset(dataset, data_dir),
-                               'train', path)
-  return _train_clips_per_second_from(reader, num_frames, batch_size,
-                                      num_batches)
-
-
 def worker_milliseconds(dataset: str, data_dir: str, num_frames: int
                         ) -> dict[str, float]:
   """Median milliseconds per training clip of each step a worker takes,
   timed one by one in this process with the workers' malloc settings:
-  reading the video's record, parsing it, decoding the K sampled JPEGs,
+  reading and parsing the K sampled frames' records, decoding their JPEGs,
   and the crop, resize and flip."""
   pipeline.keep_freed_blocks()
   reader = records.SplitReader(records.prepared_dataset(dataset, data_dir),
                                'train')
   rng = np.random.default_rng(0)
-  steps = {'read': [], 'parse': [], 'decode': [], 'augment': []}
+  steps = {'read': [], 'decode': [], 'augment': []}
 
   def timed(step, function, *args):
     start = time.perf_counter()
@@ -369,11 +303,10 @@ def worker_milliseconds(dataset: str, data_dir: str, num_frames: int
     steps[step].append(time.perf_counter() - start)
     return out
   for index in range(len(reader)):
-    record = timed('read', reader.read, index)
-    jpegs, _ = timed('parse', records.parse_video_example, record, 'benchmark')
-    chosen = sampling.train_indices(len(jpegs), num_frames, rng)
-    frames = timed('decode', pipeline.decode_frames,
-                   [jpegs[i] for i in chosen], 'benchmark')
+    chosen = sampling.train_indices(int(reader.videos.num_frames[index]),
+                                    num_frames, rng)
+    jpegs, _ = timed('read', reader.clip, index, chosen)
+    frames = timed('decode', pipeline.decode_frames, jpegs, 'benchmark')
     timed('augment', pipeline.augment_clip, frames, 224, rng)
   return {step: float(np.median(seconds)) * 1e3
           for step, seconds in steps.items()}
@@ -520,13 +453,6 @@ def main():
     results['records_in_memory_fraction_of_decode_limit_k16'] = (
         results['train_clips_per_s_k16_records_in_memory']
         / results['jpeg_decode_limit_clips_per_s_k16'])
-    results['train_clips_per_s_k16_one_record_per_frame'] = (
-        frame_records_train_clips_per_second(
-            'ucf101_frames/split1', data_dir, 16, batch, args.batches,
-            root / 'frames.array_record'))
-    results['one_record_per_frame_fraction_of_decode_limit_k16'] = (
-        results['train_clips_per_s_k16_one_record_per_frame']
-        / results['jpeg_decode_limit_clips_per_s_k16'])
     host_ms, device_ms = augment_milliseconds(clips, batch, 224)
     results['augment_ms_per_clip_k16_opencv_in_worker'] = host_ms
     results[f'augment_ms_per_clip_k16_jax_on_{jax.default_backend()}'] = (
@@ -560,16 +486,11 @@ def main():
         f'{results["train_clips_per_s_k16_grain_handoff"]:.1f} clips/s at '
         f'K = 16, {results["grain_handoff_fraction_of_decode_limit_k16"]:.0%} '
         'of the decode limit')
-  print('with the records in memory (reading and parsing free), training '
+  print('with the frames in memory (reading and parsing free), training '
         f'gives {results["train_clips_per_s_k16_records_in_memory"]:.1f} '
         'clips/s at K = 16, '
         f'{results["records_in_memory_fraction_of_decode_limit_k16"]:.0%} of '
         'the decode limit')
-  print('with one record per frame (only the K frames read), training gives '
-        f'{results["train_clips_per_s_k16_one_record_per_frame"]:.1f} clips/s '
-        'at K = 16, '
-        f'{results["one_record_per_frame_fraction_of_decode_limit_k16"]:.0%} '
-        'of the decode limit')
   print('a worker\'s milliseconds per K = 16 clip, step by step: ' + ', '.join(
       f'{step} {ms:.2f}' for step, ms in results['worker_ms_per_clip_k16']
       .items()))

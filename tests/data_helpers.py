@@ -13,6 +13,7 @@ import zlib
 import av
 import numpy as np
 
+from pasnet_jax.data import records
 from pasnet_jax.data import splits
 
 _RAR4_MARKER = b'Rar!\x1a\x07\x00'
@@ -153,14 +154,24 @@ def prepare(name: str, manual_dir: pathlib.Path, data_dir: pathlib.Path):
 
 
 def examples(builder, split: str) -> dict[str, dict]:
-  """{name: example} of a built split, frames decoded."""
-  source = builder.as_data_source(split=split)
+  """{name: example} of a built split as the input pipeline reads it: the
+  video's frames decoded, its label, num_frames and fps."""
+  from pasnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  reader = records.SplitReader(records.prepared_dataset(builder), split)
+  table = reader.videos
   result = {}
-  for i in range(len(source)):
-    example = dict(source[i])
-    example['video'] = np.stack(example['video'])
-    result[example['name'].decode()] = example
+  for index, name in enumerate(table.names):
+    jpegs, label = reader.clip(index, range(table.num_frames[index]))
+    result[name] = {
+        'video': pipeline.decode_frames(jpegs, name), 'label': label,
+        'num_frames': int(table.num_frames[index]),
+        'fps': float(table.fps[index])}
   return result
+
+
+def split_sizes(builder) -> dict[str, int]:
+  """Videos per split of a built dataset."""
+  return records.prepared_dataset(builder).split_sizes
 
 
 def frame_marks(video: np.ndarray) -> list[int]:

@@ -22,6 +22,7 @@ from pasnet_jax import inference
 from pasnet_jax import predict
 from pasnet_jax.data import frames_builder
 from pasnet_jax.data import pipeline
+from pasnet_jax.data import records
 from pasnet_jax.data.video import decode_video
 from tests import data_helpers
 from tests import run_helpers
@@ -92,7 +93,7 @@ def odd_dataset(module_tmp):
 
 
 def test_builder_keeps_odd_videos_at_short_side_256(odd_dataset):
-  assert odd_dataset.info.splits['test'].num_examples == len(ODD)
+  assert data_helpers.split_sizes(odd_dataset)['test'] == len(ODD)
   report = frames_builder.failure_report_path(odd_dataset, 'test')
   assert report.read_text().splitlines()[0] == (
       f'# 0 of {len(ODD)} test videos left out')
@@ -121,8 +122,7 @@ def test_eval_pipeline_repeats_frames_of_short_videos(odd_dataset):
       odd_dataset, num_frames=4, image_size=32, resize_size=36,
       batch_size=len(ODD), num_workers=0)))
   assert batch['video'].shape == (len(ODD), 4, 32, 32, 3)
-  source = odd_dataset.as_data_source('test')
-  names = [source[i]['name'].decode() for i in range(len(source))]
+  names = list(records.prepared_dataset(odd_dataset).videos['test'].names)
   for name, (what, frames, _) in ODD.items():
     if frames < 3:
       assert_repeated_in_order(batch['video'][names.index(name[:-4])], what)

@@ -1,5 +1,6 @@
 """ucf101_frames and hmdb51_frames built from small archives as published."""
 
+import collections
 import os
 import pathlib
 import re
@@ -9,9 +10,11 @@ import sys
 
 import pytest
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle
 
 from pasnet_jax.data import datasets
 from pasnet_jax.data import frames_builder
+from pasnet_jax.data import records
 from pasnet_jax.errors import DatasetError
 from tests import data_helpers
 
@@ -45,8 +48,8 @@ def ucf101(module_tmp):
 
 def test_ucf101_sizes_labels_names_and_frames(ucf101):
   builder, lengths = ucf101
-  assert builder.info.splits['train'].num_examples == 3
-  assert builder.info.splits['test'].num_examples == 2
+  assert data_helpers.split_sizes(builder)['train'] == 3
+  assert data_helpers.split_sizes(builder)['test'] == 2
   assert builder.info.features['label'].names[36] == 'HandstandPushups'
   train = data_helpers.examples(builder, 'train')
   assert sorted(train) == sorted(p[:-4] for p in UCF_TRAIN)
@@ -64,6 +67,34 @@ def test_ucf101_sizes_labels_names_and_frames(ucf101):
   assert report.read_text().splitlines()[0] == '# 0 of 2 test videos left out'
 
 
+def test_records_are_the_frames_in_list_order_as_the_table_says(ucf101):
+  builder, lengths = ucf101
+  table = records.prepared_dataset(builder).videos['train']
+  assert list(table.names) == [p[:-4] for p in UCF_TRAIN]
+  assert list(table.num_frames) == [lengths[p] for p in UCF_TRAIN]
+  source = builder.as_data_source(split='train')
+  stored = [(source[i]['name'].decode(), int(source[i]['frame']),
+             int(source[i]['label'])) for i in range(len(source))]
+  assert stored == [(name, frame, label) for name, count, label in zip(
+      table.names, table.num_frames, table.labels) for frame in range(count)]
+
+
+def test_frame_keys_keep_the_order_and_spread_over_the_sort_buckets():
+  num_videos, buckets = 13320, 1000
+  keys = [frames_builder.frame_key(p, f, num_videos)
+          for p in (0, 1, 6000, num_videos - 1)
+          for f in (0, 1, frames_builder.MAX_FRAMES - 1)]
+  assert keys == sorted(set(keys))
+  assert 0 <= keys[0] and keys[-1] < 2**128
+  spread = [shuffle.get_bucket_number(frames_builder.frame_key(p, 0,
+                                                               num_videos),
+                                      buckets)
+            for p in range(0, num_videos, 100)]
+  # About one bucket per 13 videos: no bucket holds much of the split.
+  assert max(collections.Counter(spread).values()) <= 1
+  assert spread[-1] >= buckets - 10
+
+
 def test_ucf101_from_unpacked_folders(tmp_path):
   manual = tmp_path / 'manual'
   for path in UCF_TRAIN[:1] + UCF_TEST[:1]:
@@ -76,8 +107,8 @@ def test_ucf101_from_unpacked_folders(tmp_path):
     (manual / name).write_bytes(data)
   builder = data_helpers.prepare('ucf101_frames/split3', manual,
                                  tmp_path / 'data')
-  assert builder.info.splits['train'].num_examples == 1
-  assert builder.info.splits['test'].num_examples == 1
+  assert data_helpers.split_sizes(builder)['train'] == 1
+  assert data_helpers.split_sizes(builder)['test'] == 1
 
 
 def test_failures_over_one_percent_stop_the_build_with_a_report(tmp_path):
@@ -88,7 +119,7 @@ def test_failures_over_one_percent_stop_the_build_with_a_report(tmp_path):
   videos[UCF_TEST[1]] = data_helpers.truncated(data_helpers.video_bytes(20))
   manual = _ucf_manual_dir(tmp_path / 'manual', UCF_TRAIN, test, videos)
   with pytest.raises(DatasetError, match=r'2 of the 3 test videos.*'
-                     r'failures-1.0.0-test.tsv'):
+                     r'failures-2.0.0-test.tsv'):
     data_helpers.prepare('ucf101_frames/split1', manual, tmp_path / 'data')
   builder = tfds.builder('ucf101_frames/split1', data_dir=str(tmp_path / 'data'))
   report = frames_builder.failure_report_path(builder, 'test')
@@ -101,7 +132,7 @@ def test_failures_over_one_percent_stop_the_build_with_a_report(tmp_path):
       'truncated: 3 of the 20 frames')
   # Nothing TFDS would load: no version folder, not prepared.
   assert not builder.is_prepared()
-  assert not (report.parent / '1.0.0').exists()
+  assert not (report.parent / '2.0.0').exists()
 
 
 def test_one_percent_of_failures_is_left_out_and_reported(tmp_path):
@@ -119,7 +150,7 @@ def test_one_percent_of_failures_is_left_out_and_reported(tmp_path):
   manual = _ucf_manual_dir(tmp_path / 'manual', UCF_TRAIN[:1], test, videos)
   builder = data_helpers.prepare('ucf101_frames/split1', manual,
                                  tmp_path / 'data')
-  assert builder.info.splits['test'].num_examples == 99
+  assert data_helpers.split_sizes(builder)['test'] == 99
   report = frames_builder.failure_report_path(builder, 'test').read_text()
   assert report.splitlines()[2] == (
       f'YoYo/v_YoYo_g01_c01\tnot found in {manual / "UCF101.rar"}')
@@ -166,6 +197,7 @@ def test_hmdb51_from_nested_rars(tmp_path):
 _KILLED_BUILD = '''
 import os, signal, sys
 from pasnet_jax.data import frames_builder
+from pasnet_jax.data import records
 from tests import data_helpers
 
 def killed(*args, **kwargs):
@@ -194,8 +226,8 @@ def test_an_interrupted_build_run_again_finishes(tmp_path):
           if p.name.startswith('incomplete.')]
   builder = data_helpers.prepare('ucf101_frames/split1', manual,
                                  tmp_path / 'data')
-  assert builder.info.splits['train'].num_examples == 3
-  assert builder.info.splits['test'].num_examples == 2
+  assert data_helpers.split_sizes(builder)['train'] == 3
+  assert data_helpers.split_sizes(builder)['test'] == 2
   assert len(data_helpers.examples(builder, 'train')) == 3
 
 
@@ -240,7 +272,7 @@ def test_a_build_killed_midway_is_never_loaded_and_the_rerun_finishes(
 
   config_dir = tmp_path / 'data' / 'ucf101_frames' / 'split1'
   assert [p for p in config_dir.iterdir() if p.name.startswith('incomplete.')]
-  assert not (config_dir / '1.0.0').exists()
+  assert not (config_dir / '2.0.0').exists()
   assert not tfds.builder('ucf101_frames/split1',
                           data_dir=str(tmp_path / 'data')).is_prepared()
   with pytest.raises(DatasetError, match='is not prepared'):
@@ -248,8 +280,8 @@ def test_a_build_killed_midway_is_never_loaded_and_the_rerun_finishes(
 
   builder = data_helpers.prepare('ucf101_frames/split1', manual,
                                  tmp_path / 'data')
-  assert builder.info.splits['train'].num_examples == 40
-  assert builder.info.splits['test'].num_examples == 1
+  assert data_helpers.split_sizes(builder)['train'] == 40
+  assert data_helpers.split_sizes(builder)['test'] == 1
   assert sorted(data_helpers.examples(builder, 'train')) == sorted(
       p[:-4] for p in train)
   assert datasets.load_builder('ucf101_frames/split1',

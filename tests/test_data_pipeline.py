@@ -2,6 +2,7 @@
 
 import io
 import itertools
+import json
 import math
 import multiprocessing
 import os
@@ -261,22 +262,56 @@ def test_a_killed_worker_ends_the_read_with_a_dataset_error(builder):
   # ends, with the dataset's name.
   error = _raised_within_deadline(lambda: _take(batches, 1000))
   assert isinstance(error, DatasetError), error
-  assert "ucf101_frames/split1/1.0.0 split 'train'" in str(error)
+  assert "ucf101_frames/split1/2.0.0 split 'train'" in str(error)
 
 
-def test_a_damaged_record_is_a_dataset_error_naming_it(builder, tmp_path):
+@pytest.mark.parametrize('damaged, named', [
+    # Zeros over most of the records; the index at the end stays whole, so
+    # some of the records a clip reads fail their checksum.
+    ((1 / 8, 1 / 2), 'Video '),
+    # Over the index too: the files cannot be opened.
+    ((1 / 8, 3 / 4), 'The files of '),
+])
+def test_a_damaged_record_is_a_dataset_error_naming_it(builder, tmp_path,
+                                                       damaged, named):
   data_dir = tmp_path / 'data'
   shutil.copytree(pathlib.Path(builder.data_dir_root), data_dir)
   (path,) = data_dir.glob('ucf101_frames/split1/*/*-test.array_record-*')
   data = bytearray(path.read_bytes())
-  middle = len(data) // 2
-  data[middle:middle + 64] = bytes(64)
+  start, end = (int(len(data) * f) for f in damaged)
+  data[start:end] = bytes(end - start)
   path.write_bytes(bytes(data))
   error = _raised_within_deadline(lambda: _eval(
       'ucf101_frames/split1', data_dir=str(data_dir), num_workers=1))
   assert isinstance(error, DatasetError), error
-  assert "of ucf101_frames/split1/1.0.0 split 'test'" in str(error)
-  assert 'Record ' in str(error)
+  assert str(error).startswith(named), error
+  assert "ucf101_frames/split1/2.0.0 split 'test' cannot be read" in str(
+      error)
+
+
+@pytest.mark.parametrize('change, message', [
+    ('no table', 'holds a record per video'),
+    ('one frame more', 'is damaged: it does not list the'),
+    ('a column lost', "is damaged (KeyError('fps'))"),
+])
+def test_a_wrong_video_table_is_one_dataset_error(builder, tmp_path, change,
+                                                  message):
+  directory = tmp_path / 'data'
+  shutil.copytree(pathlib.Path(builder.data_dir), directory)
+  path = directory / 'metadata.json'
+  metadata = json.loads(path.read_text())
+  if change == 'no table':
+    del metadata['videos']
+  elif change == 'one frame more':
+    metadata['videos']['test']['num_frames'][0] += 1
+  else:
+    del metadata['videos']['test']['fps']
+  path.write_text(json.dumps(metadata))
+  with pytest.raises(DatasetError) as raised:
+    pipeline.make_eval_dataset(directory, num_frames=K, image_size=SIZE,
+                               batch_size=2)
+  assert message in str(raised.value)
+  assert str(directory) in str(raised.value)
 
 
 def test_a_reading_process_imports_no_tensorflow_or_pyav_and_exits_clean(builder):

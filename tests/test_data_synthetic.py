@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from pasnet_jax.data import pipeline
+from pasnet_jax.data import records
 from pasnet_jax.data import synthetic
 from tests import data_helpers
 
@@ -59,11 +60,11 @@ def builder(module_tmp):
 
 
 def test_build_splits_by_subject(builder):
-  assert builder.info.splits['train'].num_examples == 300
-  assert builder.info.splits['test'].num_examples == 100
+  assert data_helpers.split_sizes(builder)['train'] == 300
+  assert data_helpers.split_sizes(builder)['test'] == 100
   assert builder.info.features['label'].names == list(synthetic.ACTIONS)
-  source = builder.as_data_source(split='test')
-  subjects = {int(source[i]['name'].decode()[-3:]) for i in range(len(source))}
+  names = records.prepared_dataset(builder).videos['test'].names
+  subjects = {int(name[-3:]) for name in names}
   assert subjects == set(range(30, 40))
 
 

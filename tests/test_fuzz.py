@@ -123,7 +123,7 @@ def damaged_videos(seed: int, count: int):
 def builder_verdict(path: pathlib.Path):
   """What the builders' worker makes of a file: None if used, else why."""
   task = frames_builder._VideoTask(  # pylint: disable=protected-access
-      archives.VideoRef(str(path)), splits.ListedVideo('YoYo/v_YoYo', 100))
+      archives.VideoRef(str(path)), splits.ListedVideo('YoYo/v_YoYo', 100), 0)
   _, result = frames_builder._encode_video(task)  # pylint: disable=protected-access
   if isinstance(result, str):
     assert result and '\n' not in result, result
@@ -193,7 +193,7 @@ def test_build_of_damaged_videos_reports_each_and_loads_nothing(tmp_path):
   rows = dict(line.split('\t') for line in report.read_text().splitlines()[2:])
   assert rows == expected
   assert not builder.is_prepared()
-  assert not any(p.name == '1.0.0' for p in report.parent.iterdir())
+  assert not any(p.name == '2.0.0' for p in report.parent.iterdir())
 
 
 def test_predict_command_line_on_damaged_videos(tmp_path):

@@ -7,10 +7,10 @@ Batches are dicts of numpy arrays
   'mask':  bool (B,), evaluation batches only: False on the padding of
            the last batch.
 
-Examples are read by index from the ArrayRecord files of a prepared TFDS
+Clips are read by index from the ArrayRecord files of a prepared TFDS
 dataset (`ucf101_frames`, `hmdb51_frames`, `synthetic_actions`) through
-`records`, without TensorFlow; of each video only the K sampled JPEG frames
-are decoded. Worker processes (Grain's `mp_prefetch`, one per core by
+`records`, without TensorFlow: of each video only the records of the K
+sampled frames are read and decoded (one record per frame). Worker processes (Grain's `mp_prefetch`, one per core by
 default) read, decode, crop, resize and flip whole batches and stack them
 into shared memory they reuse (`handoff`); the main process only maps them.
 The crop, resize and flip stay in the workers: with OpenCV they took 4 ms
@@ -179,11 +179,11 @@ class TrainClip:
         (*self._stream, _SHUFFLE_STREAM, epoch)).generate_state(1)[0]
     index = self._shard_start + grain.experimental.index_shuffle(
         offset, max_index=self._shard_size - 1, seed=int(epoch_seed), rounds=4)
-    jpegs, label = self._reader.video_example(index)
     rng = np.random.default_rng((*self._stream, _CLIP_STREAM, position))
-    chosen = sampling.train_indices(len(jpegs), self._num_frames, rng)
-    frames = decode_frames([jpegs[i] for i in chosen],
-                           self._reader.record_description(index))
+    chosen = sampling.train_indices(int(self._reader.videos.num_frames[index]),
+                                    self._num_frames, rng)
+    jpegs, label = self._reader.clip(index, chosen)
+    frames = decode_frames(jpegs, self._reader.video_description(index))
     return {'video': augment_clip(frames, self._image_size, rng,
                                   **self._augment),
             'label': np.int32(label)}
@@ -440,13 +440,13 @@ class _EvalClip:
       return {'video': np.zeros(self._video_shape, np.uint8),
               'label': np.int32(0), 'mask': np.False_}
     index = self._shard_start + row
-    jpegs, label = self._reader.video_example(index)
+    num_frames = int(self._reader.videos.num_frames[index])
     chosen = np.concatenate([
-        sampling.centre_indices(len(jpegs), self._num_frames, c,
+        sampling.centre_indices(num_frames, self._num_frames, c,
                                 self._num_clips)
         for c in range(self._num_clips)])
-    frames = decode_frames([jpegs[i] for i in chosen],
-                           self._reader.record_description(index))
+    jpegs, label = self._reader.clip(index, chosen)
+    frames = decode_frames(jpegs, self._reader.video_description(index))
     views = eval_views(frames, self._image_size, self._resize_size,
                        self._num_crops)
     # (crops, clips * K, S, S, 3) -> (clips * crops, K, S, S, 3), clip-major.

@@ -3,11 +3,12 @@
 A TFDS builder imports TensorFlow as soon as it is constructed (even
 `tfds.builder_from_directory` does), although `import tensorflow_datasets`
 alone does not. So the read path finds a prepared dataset from TFDS's folder
-layout, <data_dir>/<name>/<config>/<version>/, reads the split sizes from
-the dataset_info.json TFDS writes there and the class names from
-label.labels.txt, reads records by index from the ArrayRecord files, and
-finds the frames and the label in the serialized tf.train.Example itself
-(parse_video_example).
+layout, <data_dir>/<name>/<config>/<version>/, reads the split files from
+the dataset_info.json TFDS writes there, the videos of each split from
+metadata.json (the builders' table, frames_builder.frame_examples) and the
+class names from label.labels.txt, reads a clip's frame records by index
+from the ArrayRecord files, and finds the JPEG in the serialized
+tf.train.Example itself (parse_frame_example).
 
 Builders stay in use for building; here only their classes are looked up
 (for the default config and the version), which does not import TensorFlow.
@@ -17,6 +18,7 @@ import dataclasses
 import json
 import pathlib
 
+import numpy as np
 from array_record.python import array_record_data_source
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants
@@ -25,18 +27,36 @@ from pasnet_jax.data.errors import DatasetError
 
 
 @dataclasses.dataclass(frozen=True)
+class VideoTable:
+  """The videos of a split, in the order of their frames' records."""
+  names: tuple[str, ...]
+  labels: np.ndarray       # (videos,) int64
+  num_frames: np.ndarray   # (videos,) int64
+  fps: np.ndarray          # (videos,) float32
+  first_frame: np.ndarray  # (videos,) int64: the index of its first record
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+
+@dataclasses.dataclass(frozen=True)
 class PreparedDataset:
   """A dataset TFDS has built: where it is and what its splits hold."""
-  name: str                    # 'ucf101_frames/split1/1.0.0'
+  name: str                    # 'ucf101_frames/split1/2.0.0'
   directory: pathlib.Path      # the version folder
-  split_sizes: dict[str, int]  # examples per split
+  videos: dict[str, VideoTable]
   split_files: dict[str, list[pathlib.Path]]  # ArrayRecord shards, in order
   class_names: list[str]
 
+  @property
+  def split_sizes(self) -> dict[str, int]:
+    """Videos per split."""
+    return {split: len(table) for split, table in self.videos.items()}
+
   def check_split(self, split: str) -> None:
-    if split not in self.split_sizes:
+    if split not in self.videos:
       raise DatasetError(f'{self.name} has no split {split!r}; it has '
-                         f'{sorted(self.split_sizes)}.')
+                         f'{sorted(self.videos)}.')
 
 
 def version_directory(name: str, data_dir: str | None) -> pathlib.Path:
@@ -90,18 +110,53 @@ def prepared_dataset(dataset, data_dir: str | None = None) -> PreparedDataset:
         'cannot be read by index. Delete it and build again with '
         'file_format="array_record" (the default of the pasnet_jax '
         'builders).')
-  split_sizes, split_files = {}, {}
+  metadata_path = directory / 'metadata.json'
+  metadata = (json.loads(metadata_path.read_text())
+              if metadata_path.exists() else {})
+  if 'videos' not in metadata:
+    raise DatasetError(
+        f'{directory} holds a record per video, as pasnet_jax wrote datasets '
+        'before version 2.0.0 of its builders (a record per frame). Delete '
+        'it and build the dataset again.')
+  videos, split_files = {}, {}
   for split in info['splits']:
+    name = split['name']
     lengths = [int(n) for n in split.get('shardLengths', [])]
-    split_sizes[split['name']] = sum(lengths)
-    split_files[split['name']] = [
+    split_files[name] = [
         directory / _shard_file_name(split['filepathTemplate'], info['name'],
-                                     split['name'], i, len(lengths))
+                                     name, i, len(lengths))
         for i in range(len(lengths))]
+    videos[name] = _video_table(metadata['videos'].get(name), sum(lengths),
+                                f'{metadata_path} (split {name!r})')
   labels = directory / 'label.labels.txt'
   class_names = labels.read_text().splitlines() if labels.exists() else []
-  return PreparedDataset(full_name, directory, split_sizes, split_files,
+  return PreparedDataset(full_name, directory, videos, split_files,
                          class_names)
+
+
+def _video_table(columns: dict | None, num_records: int, description: str
+                 ) -> VideoTable:
+  """The VideoTable of a split's metadata columns, checked against the
+  number of frame records its files hold."""
+  try:
+    num_frames = np.asarray(columns['num_frames'], np.int64)
+    table = VideoTable(
+        names=tuple(columns['name']),
+        labels=np.asarray(columns['label'], np.int64), num_frames=num_frames,
+        fps=np.asarray(columns['fps'], np.float32),
+        first_frame=np.cumsum(num_frames) - num_frames)
+  except (TypeError, KeyError, ValueError) as e:
+    raise DatasetError(f'{description} is damaged ({e!r}); build the dataset '
+                       'again.') from e
+  lengths = {len(table.names), len(table.labels), len(table.num_frames),
+             len(table.fps)}
+  if (len(lengths) != 1 or (num_frames < 1).any()
+      or num_frames.sum() != num_records):
+    raise DatasetError(
+        f'{description} is damaged: it does not list the {num_records} frame '
+        'records of the split, one or more for each of its videos; build the '
+        'dataset again.')
+  return table
 
 
 def _shard_file_name(template: str, dataset_name: str, split: str, shard: int,
@@ -112,53 +167,81 @@ def _shard_file_name(template: str, dataset_name: str, split: str, shard: int,
 
 
 class SplitReader:
-  """Serialized examples of one split by index; picklable, so that each
-  worker process opens its own file readers (lazily, on first read)."""
+  """The clips of one split's videos; picklable, so that each worker process
+  opens its own file readers (lazily, on first read)."""
 
   def __init__(self, dataset: PreparedDataset, split: str):
     dataset.check_split(split)
     self.description = f'{dataset.name} split {split!r}'
-    self._size = dataset.split_sizes[split]
-    self._source = (array_record_data_source.ArrayRecordDataSource(
-        [str(p) for p in dataset.split_files[split]]) if self._size else None)
+    self.videos = dataset.videos[split]
+    self._source = None
+    if not len(self.videos):
+      return
+    files = dataset.split_files[split]
+    try:
+      # Opens each file to count its records.
+      self._source = array_record_data_source.ArrayRecordDataSource(
+          [str(p) for p in files])
+    except (RuntimeError, ValueError, OSError) as e:
+      raise DatasetError(f'The files of {self.description} cannot be read '
+                         f'({e}); build the dataset again.') from e
+    listed = int(self.videos.num_frames.sum())
+    if len(self._source) != listed:
+      raise DatasetError(
+          f'The files of {self.description} hold {len(self._source)} records '
+          f'where the dataset lists {listed} frames: they are damaged or '
+          'from another build; build the dataset again.')
 
   def __len__(self) -> int:
-    return self._size
+    return len(self.videos)
 
-  def read(self, index: int) -> bytes:
+  def video_description(self, index: int) -> str:
+    first = int(self.videos.first_frame[index])
+    last = first + int(self.videos.num_frames[index]) - 1
+    return (f'Video {self.videos.names[index]} (records {first} to {last}) '
+            f'of {self.description}')
+
+  def clip(self, index: int, frames) -> tuple[list[memoryview], int]:
+    """(JPEGs of the frames `frames` of video `index`, its label); each of
+    `frames` is below the video's num_frames."""
+    first = int(self.videos.first_frame[index])
+    keys = [first + int(frame) for frame in frames]
     try:
-      return self._source[index]
+      records = self._source.__getitems__(keys)
     except (RuntimeError, ValueError, OSError) as e:
-      raise DatasetError(f'{self.record_description(index)} cannot be read '
+      raise DatasetError(f'{self.video_description(index)} cannot be read '
                          f'({e}); build the dataset again.') from e
+    jpegs = []
+    for key, frame, record in zip(keys, frames, records):
+      description = (f'Record {key} (frame {frame} of video '
+                     f'{self.videos.names[index]}) of {self.description}')
+      jpeg, stored_frame = parse_frame_example(record, description)
+      if stored_frame != frame:
+        raise DatasetError(f'{description} is damaged: it holds frame '
+                           f'{stored_frame}; build the dataset again.')
+      jpegs.append(jpeg)
+    return jpegs, int(self.videos.labels[index])
 
-  def record_description(self, index: int) -> str:
-    return f'Record {index} of {self.description}'
 
-  def video_example(self, index: int) -> tuple[list[memoryview], int]:
-    """(JPEG frames, label) of record `index` (parse_video_example)."""
-    return parse_video_example(self.read(index),
-                               self.record_description(index))
+def parse_frame_example(record: bytes, description: str
+                        ) -> tuple[memoryview, int]:
+  """(JPEG, frame index) of a serialized frame example (frames_info).
 
-
-def parse_video_example(record: bytes, description: str
-                        ) -> tuple[list[memoryview], int]:
-  """(JPEG frames, label) of a serialized example of `frame_features`.
-
-  The frames are views into `record`, found by walking the protobuf wire
-  format of tf.train.Example: the protobuf classes' parse copied each of a
-  video's frames into its own bytes object (1.9 ms of a K = 16 clip's 17 at
-  175 frames, benchmarks/input.py), of which a clip decodes K.
+  The JPEG is a view into `record`, found by walking the protobuf wire
+  format of tf.train.Example, which needs no TensorFlow and copies nothing.
   """
   try:
-    frames, labels = _video_and_labels(record)
+    features = _features(record, (b'image', b'frame'))
+    jpegs = _bytes_values(record, features[b'image'])
+    frames = _int64_values(record, features[b'frame'])
   except ValueError as e:
     raise DatasetError(f'{description} is damaged ({e}); build the dataset '
                        'again.') from e
-  if not frames or len(labels) != 1:
-    raise DatasetError(f'{description} is damaged: it has {len(frames)} frames '
-                       f'and {len(labels)} labels; build the dataset again.')
-  return frames, labels[0]
+  if len(jpegs) != 1 or len(frames) != 1:
+    raise DatasetError(f'{description} is damaged: it has {len(jpegs)} '
+                       f'images and {len(frames)} frame indices; build the '
+                       'dataset again.')
+  return jpegs[0], frames[0]
 
 
 # Protobuf wire types.
@@ -210,14 +293,13 @@ def _submessages(data: bytes, span: tuple[int, int], number: int):
       yield value
 
 
-def _video_and_labels(record: bytes) -> tuple[list[memoryview], list[int]]:
-  """Example.features.feature['video'].bytes_list.value and
-  ['label'].int64_list.value; a missing feature is empty, as in protobuf."""
-  whole = (0, len(record))
-  wanted = {b'video': None, b'label': None}
+def _features(record: bytes, keys) -> dict[bytes, tuple[int, int] | None]:
+  """{key: span of its Feature message, or None} of the tf.train.Example
+  `record`, for `keys`."""
+  found = dict.fromkeys(keys)
   # Example.features (1) -> Features.feature (1), a map entry: key (1),
   # value (2). Of a repeated key, as of a repeated message, the last counts.
-  for features in _submessages(record, whole, 1):
+  for features in _submessages(record, (0, len(record)), 1):
     for entry in _submessages(record, features, 1):
       key = value = None
       for field, wire_type, span in _fields(record, *entry):
@@ -225,25 +307,36 @@ def _video_and_labels(record: bytes) -> tuple[list[memoryview], list[int]]:
           key = record[span[0]:span[1]]
         elif wire_type == _LENGTH_DELIMITED and field == 2:
           value = span
-      if key in wanted:
-        wanted[key] = value
+      if key in found:
+        found[key] = value
+  return found
+
+
+def _bytes_values(record: bytes, feature: tuple[int, int] | None
+                  ) -> list[memoryview]:
+  """Feature.bytes_list (1) -> BytesList.value (1); none if missing, as in
+  protobuf."""
+  if feature is None:
+    return []
   view = memoryview(record)
-  frames, labels = [], []
-  if wanted[b'video'] is not None:
-    # Feature.bytes_list (1) -> BytesList.value (1).
-    for bytes_list in _submessages(record, wanted[b'video'], 1):
-      frames += [view[start:end]
-                 for start, end in _submessages(record, bytes_list, 1)]
-  if wanted[b'label'] is not None:
-    # Feature.int64_list (3) -> Int64List.value (1), packed or not.
-    for int64_list in _submessages(record, wanted[b'label'], 3):
-      for field, wire_type, value in _fields(record, *int64_list):
-        if field == 1 and wire_type == _VARINT:
-          labels.append(value)
-        elif field == 1 and wire_type == _LENGTH_DELIMITED:
-          pos, end = value
-          while pos < end:
-            label, pos = _varint(record, pos, end)
-            labels.append(label)
+  return [view[start:end]
+          for bytes_list in _submessages(record, feature, 1)
+          for start, end in _submessages(record, bytes_list, 1)]
+
+
+def _int64_values(record: bytes, feature: tuple[int, int] | None
+                  ) -> list[int]:
+  """Feature.int64_list (3) -> Int64List.value (1), packed or not; none if
+  missing, as in protobuf."""
+  values = []
+  for int64_list in (_submessages(record, feature, 3) if feature else ()):
+    for field, wire_type, value in _fields(record, *int64_list):
+      if field == 1 and wire_type == _VARINT:
+        values.append(value)
+      elif field == 1 and wire_type == _LENGTH_DELIMITED:
+        pos, end = value
+        while pos < end:
+          number, pos = _varint(record, pos, end)
+          values.append(number)
   # int64 is two's complement in 64 bits.
-  return frames, [v - (1 << 64) if v >= 1 << 63 else v for v in labels]
+  return [v - (1 << 64) if v >= 1 << 63 else v for v in values]

@@ -391,20 +391,24 @@ def render_video(config: SyntheticActionsConfig, subject: int, action: int
 
 
 def _render_task(task):
-  config, subject, action = task
-  return render_video(config, subject, action)
+  """(position, video example) of a (position, config, subject, action)."""
+  position, config, subject, action = task
+  return position, render_video(config, subject, action)
 
 
 class SyntheticActions(tfds.core.GeneratorBasedBuilder):
   """Generated stick-figure actions: 10 classes, 96 x 96, 24 to 40 frames.
 
   300 training videos of 30 subjects and 100 test videos of 10 others, each
-  subject doing each action once. `keypoints` holds the 18 OpenPose COCO
-  joints (x, y) in pixels for every frame.
+  subject doing each action once. The `keypoints` of a frame are its 18
+  OpenPose COCO joints (x, y) in pixels.
   """
   name = 'synthetic_actions'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Ten actions of a stick figure, 96 x 96.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Ten actions of a stick figure, 96 x 96, a record per video.',
+      '2.0.0': 'A record per frame, in order; the videos in metadata.json.',
+  }
   BUILDER_CONFIGS = [SyntheticActionsConfig(
       name='default', description='Seed 0, 96 x 96, 30 + 10 subjects.')]
 
@@ -413,11 +417,10 @@ class SyntheticActions(tfds.core.GeneratorBasedBuilder):
     frames_builder.use_array_record_unless_told(self, file_format)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    features = frames_builder.frame_features(
-        ACTIONS, keypoints=tfds.features.Tensor(
-            shape=(None, len(KEYPOINTS), 2), dtype=np.float32))
-    return tfds.core.DatasetInfo(builder=self, description=self.__doc__,
-                                 features=features)
+    return frames_builder.frames_info(
+        self, ACTIONS, {'keypoints': tfds.features.Tensor(
+            shape=(len(KEYPOINTS), 2), dtype=np.float32)},
+        description=self.__doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything is generated.
@@ -429,8 +432,10 @@ class SyntheticActions(tfds.core.GeneratorBasedBuilder):
             'test': self._generate_examples(test, 'test')}
 
   def _generate_examples(self, subjects, split):
-    tasks = [(self.builder_config, subject, action)
-             for subject in subjects for action in range(len(ACTIONS))]
-    for example in frames_builder.map_in_workers(
-        _render_task, tasks, f'{self.name} {split}: drawing videos'):
-      yield example['name'], example
+    tasks = [(position, self.builder_config, subject, action)
+             for position, (subject, action) in enumerate(
+                 (s, a) for s in subjects for a in range(len(ACTIONS)))]
+    yield from frames_builder.frame_examples(
+        frames_builder.map_in_workers(
+            _render_task, tasks, f'{self.name} {split}: drawing videos'),
+        len(tasks), self.info, split)
