@@ -21,8 +21,8 @@ from them as unpacked folders, then measures:
     per worker (reading made free, though each worker then holds the
     split's frames in memory);
   * a worker's milliseconds per K = 16 clip, step by step (read and parse
-    the K frame records, decode the K JPEGs, crop, resize and flip), timed
-    in one process;
+    the K frame records; decode, crop, resize and flip the K frames, and
+    the same decoding the K frames whole first), timed in one process;
   * what a page of new shared memory costs on first touch and after: what
     handing each batch over in new shared memory costs;
   * where the crop, resize and flip should run: milliseconds per K = 16
@@ -289,13 +289,16 @@ def worker_milliseconds(dataset: str, data_dir: str, num_frames: int
                         ) -> dict[str, float]:
   """Median milliseconds per training clip of each step a worker takes,
   timed one by one in this process with the workers' malloc settings:
-  reading and parsing the K sampled frames' records, decoding their JPEGs,
-  and the crop, resize and flip."""
+  reading and parsing the K sampled frames' records; decoding, cropping,
+  resizing and flipping them as the pipeline does, frame by frame; and,
+  for comparison, decoding all K into one array, then the crop, resize and
+  flip of each."""
   pipeline.keep_freed_blocks()
   reader = records.SplitReader(records.prepared_dataset(dataset, data_dir),
                                'train')
   rng = np.random.default_rng(0)
-  steps = {'read': [], 'decode': [], 'augment': []}
+  steps = {'read': [], 'decode_and_augment': [], 'decode_whole_clip': [],
+           'augment_decoded_clip': []}
 
   def timed(step, function, *args):
     start = time.perf_counter()
@@ -306,10 +309,24 @@ def worker_milliseconds(dataset: str, data_dir: str, num_frames: int
     chosen = sampling.train_indices(int(reader.videos.num_frames[index]),
                                     num_frames, rng)
     jpegs, _ = timed('read', reader.clip, index, chosen)
-    frames = timed('decode', pipeline.decode_frames, jpegs, 'benchmark')
-    timed('augment', pipeline.augment_clip, frames, 224, rng)
+    timed('decode_and_augment', pipeline.augmented_clip, jpegs, 'benchmark',
+          224, rng)
+    frames = timed('decode_whole_clip', pipeline.decode_frames, jpegs,
+                   'benchmark')
+    timed('augment_decoded_clip', _augment_decoded, frames, 224, rng)
   return {step: float(np.median(seconds)) * 1e3
           for step, seconds in steps.items()}
+
+
+def _augment_decoded(frames: np.ndarray, image_size: int,
+                     rng: np.random.Generator) -> np.ndarray:
+  """The pipeline's crop, resize and flip of a clip's decoded frames."""
+  window = pipeline.multi_scale_crop_window(*frames.shape[1:3], rng)
+  mirror = rng.random() < 0.5
+  clip = np.empty((len(frames), image_size, image_size, 3), np.uint8)
+  for frame, out in zip(frames, clip):
+    pipeline.crop_resize_flip(frame, window, mirror, out)
+  return clip
 
 
 def fresh_page_microseconds(megabytes: int = 64) -> tuple[float, float]:
@@ -336,7 +353,7 @@ def fresh_page_microseconds(megabytes: int = 64) -> tuple[float, float]:
 
 @functools.partial(jax.jit, static_argnames='image_size')
 def _jax_augment(frames, windows, flips, image_size: int):
-  """The crop, resize and flip of `pipeline.augment_clip` as a jitted batch
+  """The crop, resize and flip of `pipeline.augmented_clip` as a jitted batch
   function: uint8 frames (B, K, H, W, 3), windows (B, 4) int32 (y, x, h, w),
   flips (B,) bool -> uint8 (B, K, S, S, 3)."""
   def clip(video, window, flip):
@@ -363,7 +380,7 @@ def augment_milliseconds(clips: list[list[bytes]], batch_size: int,
 
   def host():
     for video in frames:
-      pipeline.augment_clip(video, image_size, rng)
+      _augment_decoded(video, image_size, rng)
 
   def device():
     _jax_augment(jax.device_put(frames), windows, flips,

@@ -108,8 +108,9 @@ def test_each_epoch_is_a_permutation_of_the_process_shard(builder):
 def test_augmentation_crops_and_flips_all_frames_alike():
   rng = np.random.default_rng(0)
   image = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
-  frames = np.stack([image] * K)
-  clips = [pipeline.augment_clip(frames, 32, np.random.default_rng(s))
+  jpegs = [simplejpeg.encode_jpeg(image)] * K
+  clips = [pipeline.augmented_clip(jpegs, 'Video 0', 32,
+                                   np.random.default_rng(s))
            for s in range(12)]
   for clip in clips:
     assert clip.shape == (K, 32, 32, 3) and clip.dtype == np.uint8
@@ -119,13 +120,15 @@ def test_augmentation_crops_and_flips_all_frames_alike():
   assert len({clip.tobytes() for clip in clips}) > 6
 
 
-def test_augmentation_is_the_window_resized_then_mirrored():
-  frames = np.random.default_rng(1).integers(0, 255, (K, 60, 80, 3),
-                                             dtype=np.uint8)
+def test_augmentation_is_the_decoded_window_resized_then_mirrored():
+  jpegs = [simplejpeg.encode_jpeg(frame) for frame in np.random.default_rng(
+      1).integers(0, 255, (K, 60, 80, 3), dtype=np.uint8)]
+  frames = pipeline.decode_frames(jpegs, 'Video 0')
   flipped = 0
   for seed in range(16):
-    clip = pipeline.augment_clip(frames, 32, np.random.default_rng(seed))
-    # The same draws, in the same order, as augment_clip makes them.
+    clip = pipeline.augmented_clip(jpegs, 'Video 0', 32,
+                                   np.random.default_rng(seed))
+    # The same draws, in the same order, as augmented_clip makes them.
     rng = np.random.default_rng(seed)
     y, x, h, w = pipeline.multi_scale_crop_window(60, 80, rng)
     expected = np.stack([cv2.resize(f[y:y + h, x:x + w], (32, 32),
@@ -147,6 +150,10 @@ def test_frames_decode_as_each_alone_and_mixed_sizes_are_damage():
   smaller = simplejpeg.encode_jpeg(np.ascontiguousarray(images[0][:40]))
   with pytest.raises(DatasetError, match='Record 7 holds a damaged JPEG'):
     pipeline.decode_frames([jpegs[0], smaller], 'Record 7')
+  for damaged in ([jpegs[0], smaller], [jpegs[0], jpegs[1][:30]]):
+    with pytest.raises(DatasetError, match='Video 7 holds a damaged JPEG'):
+      pipeline.augmented_clip(damaged, 'Video 7', 32,
+                              np.random.default_rng(0))
 
 
 def test_multi_scale_crop_windows_are_ecos():
@@ -269,7 +276,7 @@ def test_a_killed_worker_ends_the_read_with_a_dataset_error(builder):
     # Zeros over most of the records; the index at the end stays whole, so
     # some of the records a clip reads fail their checksum.
     ((1 / 8, 1 / 2), 'Video '),
-    # Over the index too: the files cannot be opened.
+    # Over the index too: the file's records cannot be found.
     ((1 / 8, 3 / 4), 'The files of '),
 ])
 def test_a_damaged_record_is_a_dataset_error_naming_it(builder, tmp_path,
@@ -285,8 +292,8 @@ def test_a_damaged_record_is_a_dataset_error_naming_it(builder, tmp_path,
       'ucf101_frames/split1', data_dir=str(data_dir), num_workers=1))
   assert isinstance(error, DatasetError), error
   assert str(error).startswith(named), error
-  assert "ucf101_frames/split1/2.0.0 split 'test' cannot be read" in str(
-      error)
+  assert "ucf101_frames/split1/2.0.0 split 'test'" in str(error)
+  assert str(error).endswith('build the dataset again.'), error
 
 
 @pytest.mark.parametrize('change, message', [

@@ -77,22 +77,36 @@ def _process_shard(size: int, process_index: int, process_count: int
   return start, base + (process_index < extra)
 
 
+def _damaged_jpeg(description: str, error: ValueError) -> DatasetError:
+  return DatasetError(f'{description} holds a damaged JPEG frame ({error}); '
+                      'build the dataset again.')
+
+
+def _frame_shape(jpegs: Sequence[bytes | memoryview], description: str
+                 ) -> tuple[int, int]:
+  """(height, width) that all of a video's JPEG frames share."""
+  try:
+    shapes = {simplejpeg.decode_jpeg_header(jpeg)[:2] for jpeg in jpegs}
+    if len(shapes) != 1:
+      raise ValueError(f'frames of different sizes {sorted(shapes)}')
+  except ValueError as e:
+    raise _damaged_jpeg(description, e) from e
+  return shapes.pop()
+
+
 def decode_frames(jpegs: Sequence[bytes | memoryview], description: str
                   ) -> np.ndarray:
   """uint8 (N, H, W, 3) RGB from N JPEG frames of one video."""
+  # Straight into the clip's array: a stack of the decoded frames is a
+  # second pass over them.
+  frames = np.empty((len(jpegs), *_frame_shape(jpegs, description), 3),
+                    np.uint8)
   try:
-    shapes = [simplejpeg.decode_jpeg_header(jpeg)[:2] for jpeg in jpegs]
-    if len(set(shapes)) != 1:
-      raise ValueError(f'frames of different sizes {sorted(set(shapes))}')
-    # Straight into the clip's array: a stack of the decoded frames is a
-    # second pass over them.
-    frames = np.empty((len(jpegs), *shapes[0], 3), np.uint8)
     for jpeg, frame in zip(jpegs, frames):
       simplejpeg.decode_jpeg(jpeg, colorspace='RGB', buffer=frame)
-    return frames
   except ValueError as e:
-    raise DatasetError(f'{description} holds a damaged JPEG frame ({e}); '
-                       'build the dataset again.') from e
+    raise _damaged_jpeg(description, e) from e
+  return frames
 
 
 def multi_scale_crop_window(height: int, width: int, rng: np.random.Generator,
@@ -130,29 +144,54 @@ def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
   return out
 
 
-def augment_clip(frames: np.ndarray, image_size: int, rng: np.random.Generator,
-                 scales=MULTI_SCALE_CROP_SCALES,
-                 max_aspect_distortion: int = 1,
-                 flip: bool = True) -> np.ndarray:
-  """One multi-scale crop and one flip for all K frames of a clip.
+def crop_resize_flip(frame: np.ndarray, window: tuple[int, int, int, int],
+                     mirror: bool, out: np.ndarray) -> None:
+  """Writes `frame`'s window (y, x, h, w), resized bilinearly to out's
+  size and mirrored if `mirror`, into `out` (uint8 (S, S, 3))."""
+  y, x, h, w = window
+  size = out.shape[1], out.shape[0]
+  if not mirror:
+    cv2.resize(frame[y:y + h, x:x + w], size, dst=out,
+               interpolation=cv2.INTER_LINEAR)
+    return
+  # OpenCV's flip: NumPy's copy of clip[:, :, ::-1] moves 3-byte pixels
+  # one at a time and took 5.7 ms of a K = 16 clip's 19 at 224.
+  cv2.flip(cv2.resize(frame[y:y + h, x:x + w], size,
+                      interpolation=cv2.INTER_LINEAR), 1, dst=out)
+
+
+def augmented_clip(jpegs: Sequence[bytes | memoryview], description: str,
+                   image_size: int, rng: np.random.Generator,
+                   scales=MULTI_SCALE_CROP_SCALES,
+                   max_aspect_distortion: int = 1,
+                   flip: bool = True) -> np.ndarray:
+  """The K JPEG frames of a clip decoded, with one multi-scale crop and one
+  flip for all of them.
+
+  Each frame is cropped, resized and flipped right after it is decoded,
+  while it is in the cache: decoding all K frames first and resizing them
+  after took 2 to 3 ms more of a K = 16 clip's 15 to 17 at 224 (decoding
+  alone: 10).
 
   Args:
-    frames: uint8 (K, H, W, 3), decoded frames of one video.
+    jpegs: the K frames of one video.
     rng: draws the crop window, then the flip.
 
   Returns:
     uint8 (K, image_size, image_size, 3).
   """
-  y, x, h, w = multi_scale_crop_window(frames.shape[1], frames.shape[2], rng,
-                                       scales, max_aspect_distortion)
-  clip = _resize(frames[:, y:y + h, x:x + w], image_size, image_size)
-  if flip and rng.random() < 0.5:
-    # OpenCV's flip: NumPy's copy of clip[:, :, ::-1] moves 3-byte pixels
-    # one at a time and took 5.7 ms of a K = 16 clip's 19 at 224.
-    flipped = np.empty_like(clip)
-    for frame, out in zip(clip, flipped):
-      cv2.flip(frame, 1, dst=out)
-    clip = flipped
+  height, width = _frame_shape(jpegs, description)
+  window = multi_scale_crop_window(height, width, rng, scales,
+                                   max_aspect_distortion)
+  mirror = flip and rng.random() < 0.5
+  frame = np.empty((height, width, 3), np.uint8)
+  clip = np.empty((len(jpegs), image_size, image_size, 3), np.uint8)
+  for jpeg, out in zip(jpegs, clip):
+    try:
+      simplejpeg.decode_jpeg(jpeg, colorspace='RGB', buffer=frame)
+    except ValueError as e:
+      raise _damaged_jpeg(description, e) from e
+    crop_resize_flip(frame, window, mirror, out)
   return clip
 
 
@@ -183,22 +222,25 @@ class TrainClip:
     chosen = sampling.train_indices(int(self._reader.videos.num_frames[index]),
                                     self._num_frames, rng)
     jpegs, label = self._reader.clip(index, chosen)
-    frames = decode_frames(jpegs, self._reader.video_description(index))
-    return {'video': augment_clip(frames, self._image_size, rng,
-                                  **self._augment),
-            'label': np.int32(label)}
+    return {'video': augmented_clip(
+        jpegs, self._reader.video_description(index), self._image_size, rng,
+        **self._augment), 'label': np.int32(label)}
 
 
 def keep_freed_blocks() -> None:
   """Makes glibc's malloc keep freed blocks of up to 32 MB for reuse.
 
-  Every clip reads a whole video record (6 MB at UCF-101's 320 x 240) and
-  frees it. By default glibc maps such blocks afresh, or hands the top of
-  the heap back to the kernel, so the next record's pages are faulted in
-  and zeroed again. Reading K = 16 clips of benchmarks/input.py's videos in
-  a loop took 50 ms of CPU per clip with the defaults and 19 ms with these
-  settings. The cost: a worker keeps up to 256 MB of freed memory for
-  reuse rather than returning it. Elsewhere than glibc nothing changes.
+  Every clip allocates and frees blocks above glibc's initial mmap
+  threshold of 128 kB: the decoded frame (260 kB at short side 256) and
+  the clip (2.4 MB at K = 16 and 224). By default glibc maps such blocks
+  afresh, or hands the top of the heap back to the kernel, so their pages
+  are faulted in and zeroed again. When a clip read its whole video's
+  record (6 MB at UCF-101's 320 x 240), K = 16 clips of benchmarks/input.py's
+  videos took 50 ms of CPU each with the defaults and 19 ms with these
+  settings; with one record per frame, a throwaway comparison was within
+  this machine's noise. The cost: a worker keeps up to 256 MB of freed
+  memory for reuse rather than returning it. Elsewhere than glibc nothing
+  changes.
   """
   mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
   if mallopt is not None:
