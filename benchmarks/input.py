@@ -13,7 +13,9 @@ from them as unpacked folders, then measures:
     and the batches the workers prefetched meanwhile;
   * the JPEG decode limit: clips/s of decoding the K sampled JPEGs of clips
     alone, with the pipeline's decoder in a pool of one process per core,
-    with nothing else (no reading, parsing, cropping or batching);
+    with nothing else (no reading, parsing, cropping or batching); at
+    K = 16 it and training are timed in alternating rounds (--rounds), and
+    the fraction is the median of the rounds' own;
   * the same training pipeline with Grain stacking each batch and handing
     it over in new shared memory, as the pipeline did before it reused its
     own (pasnet_jax/data/handoff.py);
@@ -35,6 +37,7 @@ shared machine the figures move with the other work on it.
 """
 
 import argparse
+import contextlib
 from concurrent import futures
 import functools
 import io
@@ -148,21 +151,28 @@ def _warm_up_batches() -> int:
   return _WARM_UP_BATCHES_PER_CORE * len(os.sched_getaffinity(0))
 
 
-def clips_per_second(batches, num_batches: int, batch_size: int) -> float:
-  """Median clips/s of three stretches of an endless stream, after worker
-  start-up and the batches prefetched meanwhile."""
+def _stretch_rates(batches, num_batches: int, batch_size: int,
+                   stretches: int) -> list[float]:
+  """Clips/s of `stretches` stretches of `num_batches` in all of an endless
+  stream, after worker start-up and the batches prefetched meanwhile; the
+  workers are stopped at the end."""
   iterator = iter(batches)
   for _ in range(_warm_up_batches() + 1):
     next(iterator)
-  stretch = max(1, num_batches // 3)
+  stretch = max(1, num_batches // stretches)
   rates = []
-  for _ in range(3):
+  for _ in range(stretches):
     start = time.perf_counter()
     for _ in range(stretch):
       next(iterator)
     rates.append(stretch * batch_size / (time.perf_counter() - start))
   iterator.close()
-  return float(np.median(rates))
+  return rates
+
+
+def clips_per_second(batches, num_batches: int, batch_size: int) -> float:
+  """Median clips/s of three stretches of an endless stream."""
+  return float(np.median(_stretch_rates(batches, num_batches, batch_size, 3)))
 
 
 def pass_clips_per_second(batches, num_batches: int) -> float:
@@ -209,8 +219,10 @@ def _decode_clip(index: int) -> None:
     simplejpeg.decode_jpeg(jpeg, colorspace='RGB')
 
 
-def jpeg_decode_limit(clips: list[list[bytes]], num_clips: int) -> float:
-  """Median clips/s of decoding `clips` alone in one process per core."""
+@contextlib.contextmanager
+def _decoding_pool(clips: list[list[bytes]], num_clips: int):
+  """Yields a function that returns the clips/s of decoding `num_clips` of
+  `clips` alone in one process per core (the processes started and warm)."""
   workers = len(os.sched_getaffinity(0))
   context = multiprocessing.get_context('spawn')
   with futures.ProcessPoolExecutor(workers, mp_context=context,
@@ -218,12 +230,32 @@ def jpeg_decode_limit(clips: list[list[bytes]], num_clips: int) -> float:
                                    initargs=(clips,)) as pool:
     chunk = max(1, num_clips // (4 * workers))
     list(pool.map(_decode_clip, range(2 * workers * chunk), chunksize=chunk))
-    rates = []
-    for _ in range(3):
+
+    def rate() -> float:
       start = time.perf_counter()
       list(pool.map(_decode_clip, range(num_clips), chunksize=chunk))
-      rates.append(num_clips / (time.perf_counter() - start))
-  return float(np.median(rates))
+      return num_clips / (time.perf_counter() - start)
+    yield rate
+
+
+def train_against_decode_limit(batches, clips: list[list[bytes]],
+                               num_batches: int, batch_size: int, rounds: int
+                               ) -> tuple[list[float], list[float]]:
+  """(training clips/s, decode limit in clips/s), one of each per round.
+
+  This machine's speed drifts by tens of percent within a run, so the
+  fraction of the limit is taken from pairs timed seconds apart: each round
+  times the decoding alone, then starts the training pipeline afresh and
+  times one stretch of `num_batches` after its warm-up. The pipeline's
+  workers are stopped before the next decoding, so the two never share the
+  cores.
+  """
+  train, decode = [], []
+  with _decoding_pool(clips, num_batches * batch_size) as rate:
+    for _ in range(rounds):
+      decode.append(rate())
+      train += _stretch_rates(batches, num_batches, batch_size, 1)
+  return train, decode
 
 
 class _InMemorySplitReader(records.SplitReader):
@@ -291,8 +323,9 @@ def worker_milliseconds(dataset: str, data_dir: str, num_frames: int
   timed one by one in this process with the workers' malloc settings:
   reading and parsing the K sampled frames' records; decoding, cropping,
   resizing and flipping them as the pipeline does, frame by frame; and,
-  for comparison, decoding all K into one array, then the crop, resize and
-  flip of each."""
+  for comparison, in a second pass over all the clips (so that neither way
+  finds the other's JPEGs in the cache), decoding all K into one array,
+  then the crop, resize and flip of each."""
   pipeline.keep_freed_blocks()
   reader = records.SplitReader(records.prepared_dataset(dataset, data_dir),
                                'train')
@@ -305,12 +338,15 @@ def worker_milliseconds(dataset: str, data_dir: str, num_frames: int
     out = function(*args)
     steps[step].append(time.perf_counter() - start)
     return out
+  clips = []
   for index in range(len(reader)):
     chosen = sampling.train_indices(int(reader.videos.num_frames[index]),
                                     num_frames, rng)
     jpegs, _ = timed('read', reader.clip, index, chosen)
     timed('decode_and_augment', pipeline.augmented_clip, jpegs, 'benchmark',
           224, rng)
+    clips.append(jpegs)
+  for jpegs in clips:
     frames = timed('decode_whole_clip', pipeline.decode_frames, jpegs,
                    'benchmark')
     timed('augment_decoded_clip', _augment_decoded, frames, 224, rng)
@@ -405,6 +441,9 @@ def main():
   parser.add_argument('--frames', type=int, default=175,
                       help='frames per video (UCF-101 averages 7.2 s at 25 fps)')
   parser.add_argument('--batches', type=int, default=45)
+  parser.add_argument('--rounds', type=int, default=5,
+                      help='alternating timings of training and the decode '
+                           'limit at K = 16')
   parser.add_argument('--out', default='benchmarks/input_results.json')
   args = parser.parse_args()
   results = {**provenance.git_state(REPO),
@@ -438,12 +477,25 @@ def main():
     batch = 8
     data_dir = str(root / 'data')
     results['load_average_before'] = os.getloadavg()
+    clips = sampled_jpegs('ucf101_frames/split1', data_dir, 16)
     for k in (8, 16):
       train = pipeline.make_train_dataset(
           'ucf101_frames/split1', data_dir=data_dir, num_frames=k,
           image_size=224, batch_size=batch, seed=0)
-      results[f'train_clips_per_s_k{k}'] = clips_per_second(
-          train, args.batches, batch)
+      if k == 8:
+        results['train_clips_per_s_k8'] = clips_per_second(
+            train, args.batches, batch)
+      else:
+        train_rates, decode_rates = train_against_decode_limit(
+            train, clips, args.batches, batch, args.rounds)
+        results['rounds_k16'] = {'train_clips_per_s': train_rates,
+                                 'jpeg_decode_limit_clips_per_s': decode_rates}
+        results['train_clips_per_s_k16'] = float(np.median(train_rates))
+        results['jpeg_decode_limit_clips_per_s_k16'] = float(
+            np.median(decode_rates))
+        # The median of the rounds' own fractions.
+        results['train_fraction_of_decode_limit_k16'] = float(np.median(
+            np.divide(train_rates, decode_rates)))
       # The train split: the test split is too short to time.
       num_train = records.prepared_dataset(
           'ucf101_frames/split1', data_dir).split_sizes['train']
@@ -452,12 +504,6 @@ def main():
               'ucf101_frames/split1', data_dir=data_dir, split='train',
               num_frames=k, image_size=224, batch_size=batch),
           math.ceil(num_train / batch))
-    clips = sampled_jpegs('ucf101_frames/split1', data_dir, 16)
-    results['jpeg_decode_limit_clips_per_s_k16'] = jpeg_decode_limit(
-        clips, args.batches * batch)
-    results['train_fraction_of_decode_limit_k16'] = (
-        results['train_clips_per_s_k16']
-        / results['jpeg_decode_limit_clips_per_s_k16'])
     results['train_clips_per_s_k16_grain_handoff'] = (
         grain_handoff_train_clips_per_second('ucf101_frames/split1', data_dir,
                                              16, batch, args.batches))
