@@ -8,8 +8,9 @@ The layout: one ArrayRecord record per frame, the frames of a video
 together and in order, and a table of the videos (name, label, frames,
 fps) in the dataset's metadata.json. A training clip decodes K frames of a
 video, so it reads only those K records; with one record per video it read
-and decompressed all of the video's frames (3.8 ms of a K = 16 clip's 11.6
-in benchmarks/input.py, against 0.9 ms for 16 frame records).
+and decompressed all of the video's frames (4.0 ms of a K = 16 clip's 11.6
+in benchmarks/input.py at d8183b8; 1.6 ms for 16 frame records at 79489e8,
+in a session when the machine was slower).
 """
 
 import abc
@@ -35,8 +36,8 @@ from pasnet_jax.errors import DatasetError
 MAX_FAILED_FRACTION = 0.01
 
 
-# The features a video example has beyond its per-frame ones (video, and
-# the `extra` features of frame_info).
+# The features of a video example (as the workers make it) that describe
+# the whole video; its other features hold one value per frame.
 _VIDEO_FEATURES = ('label', 'name', 'num_frames', 'fps')
 # Frames per video the record keys leave room for (UCF-101's longest video
 # has 1,776, HMDB-51's about 1,000).
@@ -68,7 +69,7 @@ def frames_info(builder: tfds.core.DatasetBuilder, class_names,
 
 
 def frame_key(position: int, frame: int, num_positions: int) -> int:
-  """The record key of frame `frame` of the video at `position` (< 
+  """The record key of frame `frame` of the video at `position` (below
   num_positions) of a split: increasing with (position, frame).
 
   A builder that disables shuffling writes its records in the order of

@@ -10,8 +10,9 @@ Batches are dicts of numpy arrays
 Clips are read by index from the ArrayRecord files of a prepared TFDS
 dataset (`ucf101_frames`, `hmdb51_frames`, `synthetic_actions`) through
 `records`, without TensorFlow: of each video only the records of the K
-sampled frames are read and decoded (one record per frame). Worker processes (Grain's `mp_prefetch`, one per core by
-default) read, decode, crop, resize and flip whole batches and stack them
+sampled frames are read and decoded (one record per frame). Worker
+processes (Grain's `mp_prefetch`, one per core by default) read, decode,
+crop, resize and flip whole batches and stack them
 into shared memory they reuse (`handoff`); the main process only maps them.
 The crop, resize and flip stay in the workers: with OpenCV they took 4 ms
 per K = 16 clip at 224, a jitted JAX version on the same frames 74 ms on a
@@ -169,9 +170,9 @@ def augmented_clip(jpegs: Sequence[bytes | memoryview], description: str,
   flip for all of them.
 
   Each frame is cropped, resized and flipped right after it is decoded,
-  while it is in the cache: decoding all K frames first and resizing them
-  after took 2 to 3 ms more of a K = 16 clip's 15 to 17 at 224 (decoding
-  alone: 10).
+  while it is in the cache: at 224, 18.1 ms a K = 16 clip against 14.8 +
+  4.2 for decoding all K into one array and resizing them after
+  (`worker_ms_per_clip_k16` of benchmarks/input.py, run 79489e8).
 
   Args:
     jpegs: the K frames of one video.
